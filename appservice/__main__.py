@@ -1,0 +1,226 @@
+"""The `unityplan` command line.
+
+    unityplan [-c CONFIG] run
+    unityplan dev [--data-dir DIR]
+    unityplan [-c CONFIG] registration generate [-o FILE] [--rotate]
+    unityplan [-c CONFIG] registration check [-r FILE]
+    unityplan [-c CONFIG] db migrate
+    unityplan [-c CONFIG] territory info
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from .config import Config, ConfigError, LoggingConfig, example_config_text, load_config
+from .logs import setup_logging
+from .stack.process import StackError
+
+log = logging.getLogger("unityplan.cli")
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unityplan", description="UnityPlan Matrix appservice")
+    parser.add_argument("-c", "--config", default="config.yaml", type=Path,
+                        help="the appservice config file (default: config.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("run", help="run the appservice for one territory")
+
+    dev = commands.add_parser("dev", help="run the whole platform locally (PostgreSQL, NATS, IPFS, "
+                                          "Synapse, the appservice)")
+    dev.add_argument("--data-dir", type=Path,
+                     default=Path(os.environ.get("UNITYPLAN_DEV_DIR", ".unityplan/dev")),
+                     help="where the stack keeps its data (default .unityplan/dev or "
+                          "$UNITYPLAN_DEV_DIR)")
+    dev.add_argument("--territories", default="dk",
+                     help="territory codes to run (one for now; default dk)")
+
+    registration = commands.add_parser("registration", help="the registration file for Synapse")
+    reg = registration.add_subparsers(dest="action", required=True, metavar="ACTION")
+    generate = reg.add_parser("generate", help="write the registration (keeps tokens)")
+    generate.add_argument("-o", "--output", type=Path, default=None,
+                          help="where to write it (default: appservice.registration of the config)")
+    generate.add_argument("--rotate", action="store_true", help="make new as/hs tokens")
+    check = reg.add_parser("check", help="compare a registration with the config")
+    check.add_argument("-r", "--registration", type=Path, default=None)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "migrate", help="apply migrations to the global, public and territory schemas")
+
+    territory = commands.add_parser("territory", help="the territory registry")
+    territory.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "info", help="show this territory's registry entry")
+    return parser
+
+
+def _load(path: Path) -> Config:
+    return load_config(path)
+
+
+def _run_until_signal(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> int:
+    async def main() -> int:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        try:
+            await start()
+        except ConfigError as exc:
+            print(f"unityplan: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except StackError as exc:
+            log.critical("Start-up failed: %s", exc)
+            return EXIT_STARTUP
+        except Exception as exc:
+            log.critical("Start-up failed: %s", exc, exc_info=True)
+            return EXIT_STARTUP
+        await stopping.wait()
+        log.info("Stopping")
+        await stop()
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_run(config: Config) -> int:
+    from .app import Platform
+
+    platform: Platform | None = None
+
+    async def start() -> None:
+        nonlocal platform
+        platform = Platform(config)
+        await platform.start()
+
+    async def stop() -> None:
+        if platform is not None:
+            await platform.stop()
+
+    return _run_until_signal(start, stop)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from .dev import DevStack
+
+    setup_logging(LoggingConfig())
+    territories = [t.strip() for t in args.territories.split(",") if t.strip()]
+    if len(territories) != 1:
+        print("unityplan dev: one territory at a time for now (e.g. --territories dk).",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    dev = DevStack(args.data_dir, territories[0])
+    return _run_until_signal(dev.start, dev.stop)
+
+
+def cmd_registration(args: argparse.Namespace, config: Config) -> int:
+    from registration.generate import generate
+    from registration.validate import differences
+
+    if args.action == "generate":
+        output = args.output or config.registration_path
+        existed = output.exists()
+        generate(config, output, rotate=args.rotate)
+        kept = "with new tokens" if args.rotate or not existed else "keeping its tokens"
+        print(f"Wrote {output} ({kept}). Add it to app_service_config_files in homeserver.yaml.")
+        return 0
+    path = args.registration or config.registration_path
+    problems = differences(config, path)
+    if problems:
+        print(f"{path} does not match {config.path}:", file=sys.stderr)
+        for problem in problems:
+            print(f"- {problem}", file=sys.stderr)
+        return 1
+    print(f"{path} matches {config.path}.")
+    return 0
+
+
+def cmd_db_migrate(config: Config) -> int:
+    from db.database import Database
+    from db.setup import migrate_all
+    from db.territory import territory_code
+
+    async def main() -> None:
+        global_db = Database(config.database.url, name="global", max_size=2)
+        territory_db = (Database(config.database.territory_url, name="territory", max_size=2)
+                        if config.database.territory_url else global_db)
+        await global_db.start()
+        if territory_db is not global_db:
+            await territory_db.start()
+        try:
+            applied = await migrate_all(global_db, territory_db, territory_code(config.territory.code))
+        finally:
+            await global_db.stop()
+            if territory_db is not global_db:
+                await territory_db.stop()
+        for schema, versions in applied.items():
+            print(f"{schema}: " + (f"applied {versions}" if versions else "up to date"))
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_territory_info(config: Config) -> int:
+    from db.database import Database
+    from db.repositories.territories import TerritoryRepository
+    from db.territory import territory_code
+
+    async def main() -> int:
+        db = Database(config.database.url, name="global", max_size=1)
+        await db.start()
+        try:
+            territory = await TerritoryRepository(db).get(territory_code(config.territory.code))
+        finally:
+            await db.stop()
+        if territory is None:
+            print(f"Territory {config.territory.code} is not registered yet; "
+                  "it is registered when the appservice starts.", file=sys.stderr)
+            return 1
+        print(json.dumps({"code": territory.code, "name": territory.name,
+                          "server_name": territory.server_name,
+                          "homeserver_url": territory.homeserver_url,
+                          "database_dsn": territory.database_dsn,
+                          "settings": territory.settings}, indent=2))
+        return 0
+
+    return asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "dev":
+        return cmd_dev(args)
+    if args.command == "run" and not args.config.exists():
+        args.config.write_text(example_config_text())
+        print(f"unityplan: {args.config} did not exist; wrote the example config there. Edit it, "
+              "then run `unityplan registration generate` and `unityplan run`.", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(f"unityplan: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.logging)
+    if args.command == "run":
+        return cmd_run(config)
+    if args.command == "registration":
+        return cmd_registration(args, config)
+    if args.command == "db":
+        return cmd_db_migrate(config)
+    return cmd_territory_info(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

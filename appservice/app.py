@@ -1,0 +1,188 @@
+"""The composition root: builds every component from the config and starts/stops them in order."""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiohttp import web
+from mautrix.types import RoomID
+
+from bridges.events.nats_client import NatsClient
+from bridges.media.ipfs_client import IpfsClient
+from commands.help import HelpCommands
+from commands.permissions import PermissionChecker
+from commands.router import CommandRouter
+from commands.territory import TerritoryCommands
+from db.database import Database
+from db.repositories.audit import AuditLog
+from db.repositories.territories import Territory, TerritoryRepository
+from db.repositories.transactions import TransactionRepository
+from db.setup import migrate_all
+from db.territory import territory_code
+from registration.generate import load_registration, user_namespace
+
+from .background import BackgroundTasks
+from .command_events import CommandMessageHandler
+from .config import Config, ConfigError
+from .dispatcher import Dispatcher
+from .health import HealthChecks
+from .invites import BotInviteHandler
+from .matrix import MatrixConnection
+from .metrics import Metrics
+from .queries import NamespaceQueries
+from .server import add_operational_routes, json_errors
+from .transactions import HomeserverEndpoints
+
+log = logging.getLogger("unityplan.as")
+
+
+class Platform:
+    """One territory's appservice: everything the process runs, wired in one place."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.territory = territory_code(config.territory.code)
+        registration_path = config.registration_path
+        if not registration_path.is_file():
+            raise ConfigError(
+                f"The registration file {registration_path} does not exist; create it with "
+                "`unityplan registration generate`."
+            )
+        registration = load_registration(registration_path)
+        self.as_token: str = registration["as_token"]
+        self.hs_token: str = registration["hs_token"]
+
+        self.metrics = Metrics()
+        self.background = BackgroundTasks()
+        db = config.database
+        self.global_db = Database(db.url, name="global", min_size=db.pool_min, max_size=db.pool_max)
+        self.territory_db = (
+            Database(db.territory_url, name=f"territory_{self.territory}",
+                     min_size=db.pool_min, max_size=db.pool_max)
+            if db.territory_url and db.territory_url != db.url
+            else self.global_db
+        )
+        self.nats = NatsClient(config.nats.url, name=f"unityplan-{self.territory}")
+        self.ipfs = IpfsClient(config.ipfs.api_url)
+        self.matrix = MatrixConnection(config, self.as_token)
+
+        self.territories = TerritoryRepository(self.global_db)
+        self.audit = AuditLog(self.global_db, self.territory)
+        self.inbox = TransactionRepository(self.territory_db, self.territory)
+
+        self.permissions = PermissionChecker(
+            admins=config.permissions.admins,
+            badge_issuers=config.permissions.badge_issuers,
+            course_admins=config.permissions.course_admins,
+            power_levels=self._power_levels,
+        )
+        self.router = CommandRouter(config.commands.prefix, self.permissions, self.metrics)
+        self.router.register(HelpCommands(self.router))
+        self.router.register(TerritoryCommands(self.territories, self.territory, config.bot_user_id))
+
+        self.queries = NamespaceQueries()
+        self.dispatcher = Dispatcher(
+            bot_user_id=config.bot_user_id,
+            ghost_pattern=re.compile(user_namespace(config)),
+            handlers=[
+                BotInviteHandler(self.matrix, config.homeserver.domain),
+                CommandMessageHandler(self.router, self.matrix),
+            ],
+            inbox=self.inbox,
+            db=self.territory_db,
+            state_store=self.matrix.state_store,
+            metrics=self.metrics,
+            max_concurrent=config.appservice.max_concurrent_events,
+        )
+        self.endpoints = HomeserverEndpoints(
+            hs_token=self.hs_token,
+            homeserver=config.homeserver.domain,
+            allow_legacy_token=config.appservice.allow_legacy_access_token,
+            inbox=self.inbox,
+            dispatcher=self.dispatcher,
+            metrics=self.metrics,
+            query_user=self.queries.query_user,
+            query_alias=self.queries.query_alias,
+        )
+        self.health = HealthChecks(
+            {
+                "database": self.global_db.ping,
+                **({"territory_database": self.territory_db.ping}
+                   if self.territory_db is not self.global_db else {}),
+                "nats": self.nats.round_trip_ms,
+                "ipfs": self.ipfs.round_trip_ms,
+                "homeserver": self.matrix.check_reachable,
+            }
+        )
+        self.web_app = web.Application(middlewares=[json_errors], client_max_size=50 * 1024**2)
+        self.endpoints.add_routes(self.web_app)
+        add_operational_routes(self.web_app, self.health, self._ready_state, self.metrics)
+
+        self._migrated = False
+        self._homeserver_connected = False
+        self._exit = AsyncExitStack()
+
+    async def _power_levels(self, room_id: RoomID) -> Any:
+        return await self.matrix.bot.get_power_levels(room_id, ensure_joined=False)
+
+    def _ready_state(self) -> dict[str, Any]:
+        return {
+            "configuration_loaded": True,
+            "database_migrations": "complete" if self._migrated else "pending",
+            "homeserver_connected": self._homeserver_connected,
+        }
+
+    async def start(self) -> None:
+        """Start in dependency order; on failure, stop what already started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        config = self.config
+        for database in {id(d): d for d in (self.global_db, self.territory_db)}.values():
+            await database.start()
+            self._exit.push_async_callback(database.stop)
+        applied = await migrate_all(self.global_db, self.territory_db, self.territory)
+        log.info("Migrations applied: %s", {k: v for k, v in applied.items() if v} or "none")
+        await self.territories.upsert(
+            Territory(
+                code=self.territory,
+                name=config.territory.name,
+                server_name=config.homeserver.domain,
+                homeserver_url=config.homeserver.address,
+                database_dsn=config.database.territory_url or config.database.url,
+                settings={
+                    "data_residency": config.territory.data_residency,
+                    "allow_cross_border": config.territory.allow_cross_border,
+                },
+            )
+        )
+        self._migrated = True
+
+        for component in (self.nats, self.ipfs, self.matrix):
+            await component.start()
+            self._exit.push_async_callback(component.stop)
+        self._exit.push_async_callback(self.background.stop)
+
+        runner = web.AppRunner(self.web_app, access_log=None)
+        await runner.setup()
+        self._exit.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, config.appservice.hostname, config.appservice.port)
+        await site.start()
+        log.info("Listening on %s:%d", config.appservice.hostname, config.appservice.port)
+
+        await self.endpoints.recover()
+        self.background.start(self._connect_homeserver(), name="homeserver-connect")
+
+    async def _connect_homeserver(self) -> None:
+        await self.matrix.connect_to_homeserver()
+        self._homeserver_connected = True
+
+    async def stop(self) -> None:
+        await self._exit.aclose()

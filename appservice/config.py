@@ -1,0 +1,246 @@
+"""Configuration: the commented example YAML is the source of truth for keys and defaults.
+
+Loading copies the operator's values over the example, applies ``UNITYPLAN_<SECTION>_<KEY>``
+environment overrides and validates the result with pydantic. Any problem becomes one
+``ConfigError`` sentence that the CLI prints before exiting non-zero.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from db.territory import TERRITORY_CODE_PATTERN
+
+ENV_PREFIX = "UNITYPLAN_"
+MXID_PATTERN = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one sentence for the operator."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TerritoryConfig(_Section):
+    code: str = Field(pattern=TERRITORY_CODE_PATTERN.pattern)
+    name: str = Field(min_length=1)
+    data_residency: str = ""
+    allow_cross_border: bool = True
+
+
+class HomeserverConfig(_Section):
+    address: str = Field(pattern=r"^https?://")
+    domain: str = Field(pattern=r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+    verify_ssl: bool = True
+
+
+class AppserviceConfig(_Section):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    address: str = Field(pattern=r"^https?://")
+    hostname: str
+    port: int = Field(ge=1, le=65535)
+    registration: str
+    bot_localpart: str = Field(pattern=r"^[a-z0-9._=\-/]+$")
+    bot_displayname: str = ""
+    user_prefix: str = Field(pattern=r"^[a-z0-9._=\-/]+$")
+    alias_prefix: str = Field(pattern=r"^[a-z0-9._=\-/]+$")
+    allow_legacy_access_token: bool = False
+    max_concurrent_events: int = Field(default=8, ge=1, le=64)
+
+
+class DatabaseConfig(_Section):
+    url: str = Field(pattern=r"^postgres(ql)?://")
+    territory_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    pool_min: int = Field(default=1, ge=0)
+    pool_max: int = Field(default=10, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _not_example(cls, value: str) -> str:
+        if ":change-me@" in value:
+            raise ValueError("still has the example password 'change-me'")
+        return value
+
+
+class NatsConfig(_Section):
+    url: str = Field(pattern=r"^(nats|tls)://")
+
+
+class IpfsConfig(_Section):
+    api_url: str = Field(pattern=r"^https?://")
+
+
+class CommandsConfig(_Section):
+    prefix: str = Field(min_length=1, max_length=8, pattern=r"^\S+$")
+
+
+class PermissionsConfig(_Section):
+    admins: tuple[str, ...] = ()
+    badge_issuers: tuple[str, ...] = ()
+    course_admins: tuple[str, ...] = ()
+
+    @field_validator("admins")
+    @classmethod
+    def _mxids(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not MXID_PATTERN.match(value):
+                raise ValueError(f"{value!r} is not a Matrix user ID like @name:server")
+        return values
+
+    @field_validator("badge_issuers", "course_admins")
+    @classmethod
+    def _mxids_or_badges(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not (MXID_PATTERN.match(value) or re.match(r"^badge:[a-z0-9-]+$", value)):
+                raise ValueError(f"{value!r} is neither a Matrix user ID nor badge:<slug>")
+        return values
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(_Section):
+    territory: TerritoryConfig
+    homeserver: HomeserverConfig
+    appservice: AppserviceConfig
+    database: DatabaseConfig
+    nats: NatsConfig
+    ipfs: IpfsConfig
+    commands: CommandsConfig
+    permissions: PermissionsConfig
+    logging: LoggingConfig
+    # Where the file was read from; relative paths in it are resolved against its folder.
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> Config:
+        if self.database.pool_min > self.database.pool_max:
+            raise ValueError("database.pool_min is larger than database.pool_max")
+        return self
+
+    @property
+    def bot_user_id(self) -> str:
+        return f"@{self.appservice.bot_localpart}:{self.homeserver.domain}"
+
+    @property
+    def registration_path(self) -> Path:
+        path = Path(self.appservice.registration)
+        if not path.is_absolute() and self.path is not None:
+            path = self.path.parent / path
+        return path
+
+
+def example_config_text() -> str:
+    return resources.files("appservice").joinpath("example-config.yaml").read_text("utf-8")
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.indent(mapping=4, sequence=4, offset=4)
+    return yaml
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's commented containers as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str = "") -> None:
+    for key, value in override.items():
+        path = f"{where}{key}"
+        if key not in base:
+            raise ConfigError(f"Unknown configuration key '{path}' (see example-config.yaml).")
+        if isinstance(base[key], dict) and value is not None:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"Configuration key '{path}' must be a section, not {value!r}.")
+            _merge(base[key], value, f"{path}.")
+        else:
+            base[key] = value
+
+
+def _env_overrides(base: dict[str, Any], environ: Mapping[str, str]) -> None:
+    parser = YAML(typ="safe")
+    for section, keys in base.items():
+        if not isinstance(keys, dict):
+            continue
+        for key in keys:
+            name = f"{ENV_PREFIX}{section}_{key}".upper()
+            if name in environ:
+                raw = environ[name]
+                try:
+                    keys[key] = parser.load(raw) if raw.strip() else None
+                except YAMLError:
+                    keys[key] = raw
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    env = f"{ENV_PREFIX}{location.replace('.', '_').upper()}" if location.count(".") == 1 else None
+    hint = f" (set it in the config file or with {env})" if env else ""
+    return f"Configuration value '{location}' is invalid: {message}{hint}."
+
+
+def load_config(path: Path | str | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, merge, override and validate. Raises ConfigError with one sentence."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = _plain(_yaml().load(example_config_text()))
+    resolved: Path | None = None
+    if path is not None:
+        resolved = Path(path).resolve()
+        if not resolved.is_file():
+            raise ConfigError(
+                f"Config file {resolved} does not exist; copy appservice/example-config.yaml "
+                "there and edit it."
+            )
+        try:
+            user_values = _plain(_yaml().load(resolved.read_text("utf-8")))
+        except YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"Config file {resolved} is not valid YAML{line}.") from exc
+        if user_values is not None:
+            if not isinstance(user_values, dict):
+                raise ConfigError(f"Config file {resolved} must be a YAML mapping of sections.")
+            _merge(values, user_values)
+    _env_overrides(values, environ)
+    try:
+        return Config.model_validate({**values, "path": resolved})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def write_config(values: Mapping[str, Any], path: Path) -> None:
+    """Write a config: the example with ``values`` (section -> key -> value) filled in.
+
+    Comments of the example stay; the file is written to a temporary name and renamed.
+    """
+    document = _yaml().load(example_config_text())
+    for section, keys in values.items():
+        for key, value in keys.items():
+            if key not in document[section]:
+                raise ConfigError(f"Unknown configuration key '{section}.{key}'.")
+            document[section][key] = list(value) if isinstance(value, tuple) else value
+    buffer = io.StringIO()
+    _yaml().dump(document, buffer)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buffer.getvalue(), "utf-8")
+    tmp.replace(path)

@@ -1,0 +1,64 @@
+"""`unityplan dev`: the local stack in the foreground, with stack.json and login instructions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .stack.local import LocalStack, StackOptions
+
+log = logging.getLogger("unityplan.dev")
+
+
+class DevStack:
+    def __init__(self, data_dir: Path, territory: str) -> None:
+        self.data_dir = data_dir.resolve()
+        self.stack = LocalStack(
+            StackOptions(data_dir=self.data_dir, territory=territory,
+                         territory_name=f"{territory.upper()} (local development)",
+                         well_known_ports=True)
+        )
+        self.stack_json = self.data_dir / "stack.json"
+
+    async def start(self) -> None:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(logs / "appservice.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        print(f"Starting the local stack in {self.data_dir} (first start installs the IPFS node's "
+              "npm packages; that takes a few minutes)...", flush=True)
+        await self.stack.start()
+        info = self.stack.info()
+        tmp = self.stack_json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(self.stack_json)
+        print(self._banner(info), flush=True)
+
+    def _banner(self, info: dict) -> str:
+        users = "\n".join(
+            f"    {u['role']:<7} {u['user_id']:<28} password: {u['password']}"
+            for u in info["demo_users"]
+        )
+        return f"""
+UnityPlan is running.
+
+  Homeserver (for your Matrix client): {info['homeserver_url']}
+  Bot:                                 {info['bot_user_id']}
+  Appservice API, /health, /metrics:   {info['api_url']}
+  Demo users:
+{users}
+
+Log in with Element or any Matrix client: choose "custom homeserver", enter
+{info['homeserver_url']}, then a demo user's name and password. Start a chat with
+{info['bot_user_id']} and send !help.
+
+Everything about this stack is in {self.stack_json}; logs are in {info['logs_dir']}.
+Press Ctrl-C to stop (your data stays in {self.data_dir}).
+"""
+
+    async def stop(self) -> None:
+        self.stack_json.unlink(missing_ok=True)
+        await self.stack.stop()
+        print("Stopped.", flush=True)

@@ -1,0 +1,98 @@
+"""The appservice's side of the client-server API: mautrix AppServiceAPI, the bot intent, ping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from mautrix.appservice import AppServiceAPI, IntentAPI
+from mautrix.appservice.state_store import ASStateStore
+from mautrix.client.state_store import MemoryStateStore
+from mautrix.errors import MatrixError
+from mautrix.types import UserID
+
+from .config import Config
+
+log = logging.getLogger("unityplan.matrix")
+
+
+class CachedStateStore(MemoryStateStore, ASStateStore):
+    """Membership and power levels as a cache, fed by the transactions' own state events.
+
+    Nothing here must survive a restart: a miss is answered by asking the homeserver.
+    """
+
+    def __init__(self) -> None:
+        MemoryStateStore.__init__(self)
+        ASStateStore.__init__(self)
+
+
+class MatrixConnection:
+    def __init__(self, config: Config, as_token: str) -> None:
+        self.config = config
+        self.as_token = as_token
+        self.state_store = CachedStateStore()
+        self.bot_user_id = UserID(config.bot_user_id)
+        self._session: aiohttp.ClientSession | None = None
+        self._api: AppServiceAPI | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=100, ssl=None if self.config.homeserver.verify_ssl else False
+        )
+        self._session = aiohttp.ClientSession(connector=connector)
+        self._api = AppServiceAPI(
+            base_url=self.config.homeserver.address,
+            bot_mxid=self.bot_user_id,
+            token=self.as_token,
+            log=logging.getLogger("unityplan.matrix.api"),
+            state_store=self.state_store,
+            client_session=self._session,
+            default_retry_count=2,
+        )
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._api = None
+
+    @property
+    def api(self) -> AppServiceAPI:
+        if self._api is None:
+            raise RuntimeError("the Matrix connection is not started")
+        return self._api
+
+    @property
+    def bot(self) -> IntentAPI:
+        return self.api.bot_intent()
+
+    def ghost(self, user_id: UserID) -> IntentAPI:
+        return self.api.intent(user_id)
+
+    async def check_reachable(self) -> None:
+        """Raises unless the homeserver answers /versions now (for /health)."""
+        await self.bot.versions(no_cache=True)
+
+    async def connect_to_homeserver(self, *, retry_seconds: float = 1.0) -> None:
+        """Wait for the homeserver, ping it (so it sends its backlog at once), set the bot's name.
+
+        Runs in the background at start-up: the homeserver may come up after the appservice.
+        """
+        delay = retry_seconds
+        while True:
+            try:
+                await self.bot.appservice_ping(self.config.appservice.id)
+                break
+            except (MatrixError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                log.info("Homeserver not reachable for a ping yet (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        log.info("Homeserver answered the appservice ping")
+        try:
+            await self.bot.ensure_registered()
+            if self.config.appservice.bot_displayname:
+                await self.bot.set_displayname(self.config.appservice.bot_displayname)
+        except MatrixError:
+            log.warning("Could not set the bot's profile", exc_info=True)

@@ -1,0 +1,199 @@
+"""The whole local stack, started in dependency order and stopped in reverse.
+
+PostgreSQL, NATS and the IPFS node start together; then the appservice (so its HTTP server is up
+before the homeserver sends anything), then Synapse with the registration, then the appservice pings
+the homeserver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..app import Platform
+from ..config import Config, load_config, write_config
+from .ipfs import IpfsNode
+from .nats import NatsServer
+from .postgres import PostgresServer
+from .process import StackError, free_port
+from .synapse import SynapseServer
+
+log = logging.getLogger("unityplan.stack")
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    user_id: str
+    localpart: str
+    password: str
+    role: str  # "admin" | "member"
+
+    def as_json(self) -> dict[str, str]:
+        return {"user_id": self.user_id, "password": self.password, "role": self.role}
+
+
+@dataclass
+class StackOptions:
+    data_dir: Path
+    territory: str = "dk"
+    territory_name: str = "Denmark"
+    # Dev uses the well-known ports when free (Synapse 8008); tests take any free ones.
+    well_known_ports: bool = False
+    # fsync off and similar: for throwaway stacks (tests, benchmarks).
+    fast: bool = False
+    demo_users: tuple[tuple[str, str], ...] = (("admin", "admin"), ("member", "member"))
+    # More registration files for Synapse (e.g. the benchmark's echo appservice).
+    extra_registrations: list[Path] = field(default_factory=list)
+
+
+class LocalStack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.root = options.data_dir.resolve()
+        self.server_name = f"{options.territory}.localhost"
+        self.ports = self._ports()
+        self.postgres = PostgresServer(
+            self.root / "postgres" / "data", self.ports["postgres"],
+            log_path=self.root / "logs" / "postgres.log", fast=options.fast,
+        )
+        self.nats = NatsServer(
+            self.root / "nats", self.ports["nats"], self.ports["nats_monitor"],
+            log_path=self.root / "logs" / "nats.log",
+        )
+        self.ipfs = IpfsNode(
+            self.root / "ipfs", self.ports["ipfs_api"], self.ports["ipfs_gateway"],
+            log_path=self.root / "logs" / "ipfs.log",
+        )
+        self.config_path = self.root / "appservice" / "config.yaml"
+        self.registration_path = self.root / "appservice" / "registration.yaml"
+        self.synapse = SynapseServer(
+            self.root / "synapse", self.server_name, self.ports["synapse"],
+            [self.registration_path, *options.extra_registrations],
+        )
+        self.platform: Platform | None = None
+        self.config: Config | None = None
+        self.demo_users: list[DemoUser] = []
+
+    def _ports(self) -> dict[str, int]:
+        """Ports are remembered in the data folder so a restarted dev stack keeps its URLs."""
+        known = {"synapse": 8008, "appservice": 29333, "postgres": 5432, "nats": 4222,
+                 "nats_monitor": 8222, "ipfs_api": 5001, "ipfs_gateway": 9090}
+        saved_path = self.root / "ports.json"
+        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+        ports = {}
+        for name, well_known in known.items():
+            preferred = saved.get(name) or (well_known if self.options.well_known_ports else None)
+            ports[name] = free_port(preferred)
+        self.root.mkdir(parents=True, exist_ok=True)
+        saved_path.write_text(json.dumps(ports, indent=2))
+        return ports
+
+    def _make_traversable(self) -> None:
+        # PostgreSQL runs as an unprivileged user when we are root: it must reach its folder.
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            for folder in [self.root, *self.root.parents]:
+                mode = folder.stat().st_mode
+                if not mode & 0o001:
+                    folder.chmod(mode | 0o011)
+
+    async def start(self) -> None:
+        self._make_traversable()
+        try:
+            await asyncio.gather(self.postgres.start(), self.nats.start(), self.ipfs.start())
+            self._write_appservice_config()
+            self.config = load_config(self.config_path, environ={})
+            self.platform = Platform(self.config)
+            await self.platform.start()
+            await self.synapse.start()
+            await self._wait_platform_connected()
+            await self._create_demo_users()
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _write_appservice_config(self) -> None:
+        from registration.generate import generate
+
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        admin = f"@{self.options.demo_users[0][0]}:{self.server_name}"
+        port = self.ports["appservice"]
+        write_config(
+            {
+                "territory": {"code": self.options.territory, "name": self.options.territory_name,
+                              "data_residency": self.options.territory},
+                "homeserver": {"address": self.synapse.url, "domain": self.server_name},
+                "appservice": {"address": f"http://127.0.0.1:{port}", "hostname": "127.0.0.1",
+                               "port": port, "registration": str(self.registration_path)},
+                "database": {"url": self.postgres.dsn()},
+                "nats": {"url": self.nats.url},
+                "ipfs": {"api_url": self.ipfs.api_url},
+                "permissions": {"admins": [admin], "badge_issuers": [admin],
+                                "course_admins": [admin]},
+            },
+            self.config_path,
+        )
+        generate(load_config(self.config_path, environ={}), self.registration_path)
+
+    async def _wait_platform_connected(self, timeout: float = 30) -> None:
+        assert self.platform is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.platform._homeserver_connected:
+            if loop.time() > deadline:
+                raise StackError("the appservice could not ping the homeserver")
+            await asyncio.sleep(0.05)
+
+    async def _create_demo_users(self) -> None:
+        saved_path = self.root / "demo-users.json"
+        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+        users = []
+        for localpart, role in self.options.demo_users:
+            password = saved.get(localpart) or secrets.token_urlsafe(12)
+            user_id = await self.synapse.register_user(
+                localpart, password, admin=(role == "admin"), displayname=localpart.title()
+            )
+            users.append(DemoUser(user_id, localpart, password, role))
+        saved_path.write_text(json.dumps({u.localpart: u.password for u in users}))
+        saved_path.chmod(0o600)
+        self.demo_users = users
+
+    def info(self) -> dict[str, Any]:
+        """What stack.json holds: how scripts and people reach every piece."""
+        assert self.config is not None
+        territory = {
+            "code": self.options.territory,
+            "homeserver_url": self.synapse.url,
+            "server_name": self.server_name,
+            "bot_user_id": self.config.bot_user_id,
+            "appservice_url": self.config.appservice.address,
+            "config_path": str(self.config_path),
+        }
+        return {
+            "homeserver_url": self.synapse.url,
+            "server_name": self.server_name,
+            "bot_user_id": self.config.bot_user_id,
+            "appservice_url": self.config.appservice.address,
+            "api_url": self.config.appservice.address,
+            "config_path": str(self.config_path),
+            "registration_path": str(self.registration_path),
+            "database_url": self.postgres.dsn(),
+            "nats_url": self.nats.url,
+            "ipfs_api_url": self.ipfs.api_url,
+            "logs_dir": str(self.root / "logs"),
+            "demo_users": [u.as_json() for u in self.demo_users],
+            "territories": [territory],
+        }
+
+    async def stop(self) -> None:
+        if self.platform is not None:
+            await self.platform.stop()
+            self.platform = None
+        await self.synapse.stop()
+        await asyncio.gather(self.ipfs.stop(), self.nats.stop(), self.postgres.stop())

@@ -1,0 +1,150 @@
+"""A PostgreSQL server from the machine's packages, run as an unprivileged user when we are root."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import asyncpg
+
+from .process import ManagedProcess, StackError
+
+DATABASE = "unityplan"
+SUPERUSER = "unityplan"
+SERVICE_USER = "unityplan"
+
+
+def find_pg_bin() -> Path:
+    """The folder with initdb and postgres: $UNITYPLAN_PG_BIN, Debian's newest, or PATH."""
+    candidates = []
+    if os.environ.get("UNITYPLAN_PG_BIN"):
+        candidates.append(Path(os.environ["UNITYPLAN_PG_BIN"]))
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
+    )
+    candidates += [Path(p) for p in versions]
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    for folder in candidates:
+        if (folder / "initdb").exists() and (folder / "postgres").exists():
+            return folder
+    raise StackError(
+        "PostgreSQL server binaries (initdb, postgres) were not found; install Debian's "
+        "postgresql package (`make deps` does) or set UNITYPLAN_PG_BIN."
+    )
+
+
+def service_user() -> str | None:
+    """None when not root; otherwise an unprivileged user to run PostgreSQL as (created if needed)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", SERVICE_USER):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+        check=True,
+    )
+    return SERVICE_USER
+
+
+def _hand_over(path: Path, user: str | None) -> None:
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    for folder, _, files in os.walk(path):
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.chown(os.path.join(folder, name), entry.pw_uid, entry.pw_gid)
+
+
+class PostgresServer:
+    def __init__(self, data_dir: Path, port: int, *, log_path: Path, fast: bool = False) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.fast = fast
+        self.log_path = log_path
+        self.user = service_user()
+        self.bin = find_pg_bin()
+        self._password_file = data_dir.parent / "postgres-password"
+        self.process: ManagedProcess | None = None
+
+    @property
+    def password(self) -> str:
+        return self._password_file.read_text().strip()
+
+    def dsn(self, database: str = DATABASE) -> str:
+        return f"postgresql://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def _initdb(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        if not self._password_file.exists():
+            self._password_file.write_text(secrets.token_urlsafe(24))
+            self._password_file.chmod(0o600)
+        pwfile = self.data_dir.parent / "postgres-initdb-pw"
+        pwfile.write_text(self.password)
+        _hand_over(self.data_dir, self.user)
+        _hand_over(pwfile, self.user)
+        try:
+            result = subprocess.run(
+                [
+                    str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                    f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
+                    "--encoding=UTF8", "--locale=C", "--no-sync",
+                ],
+                capture_output=True, text=True, user=self.user,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise StackError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+
+    async def start(self) -> None:
+        if not (self.data_dir / "PG_VERSION").exists():
+            await asyncio.to_thread(self._initdb)
+        stale_pid = self.data_dir / "postmaster.pid"
+        if stale_pid.exists():
+            stale_pid.unlink()  # a previous run was killed; the port check below guards us
+        settings = [
+            "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
+            "-c", f"unix_socket_directories={self.data_dir}", "-c", "max_connections=200",
+        ]
+        if self.fast:
+            settings += ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                         "-c", "full_page_writes=off"]
+        self.process = ManagedProcess(
+            "postgres", [str(self.bin / "postgres"), "-D", str(self.data_dir), *settings],
+            log_path=self.log_path, user=self.user,
+        )
+        self.process.start()
+        await self.process.wait_ready(self._accepts_connections, timeout=30, what="accepting connections")
+        await self._ensure_database()
+
+    async def _accepts_connections(self) -> bool:
+        conn = await asyncpg.connect(self.dsn("postgres"), timeout=2)
+        await conn.close()
+        return True
+
+    async def _ensure_database(self) -> None:
+        conn = await asyncpg.connect(self.dsn("postgres"))
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+            if not exists:
+                await conn.execute(f"CREATE DATABASE {DATABASE}")
+        finally:
+            await conn.close()
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop(timeout=15)

@@ -1,0 +1,126 @@
+"""A Synapse homeserver (PyPI matrix-synapse) configured from synapse/homeserver.template.yaml."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sys
+from pathlib import Path
+from string import Template
+
+import aiohttp
+
+from .process import ManagedProcess, StackError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = REPO_ROOT / "synapse"
+
+
+def _write_signing_key(path: Path) -> None:
+    from signedjson.key import generate_signing_key, write_signing_keys
+
+    with open(path, "w") as out:
+        write_signing_keys(out, [generate_signing_key("a_" + secrets.token_hex(2))])
+
+
+class SynapseServer:
+    def __init__(
+        self,
+        data_dir: Path,
+        server_name: str,
+        client_port: int,
+        registrations: list[Path],
+    ) -> None:
+        self.data_dir = data_dir
+        self.server_name = server_name
+        self.client_port = client_port
+        self.registrations = registrations
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "homeserver.yaml"
+
+    def _secrets(self) -> dict[str, str]:
+        path = self.data_dir / "secrets.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        values = {
+            key: secrets.token_urlsafe(32)
+            for key in ("registration_shared_secret", "macaroon_secret_key", "form_secret")
+        }
+        path.write_text(json.dumps(values))
+        path.chmod(0o600)
+        return values
+
+    @property
+    def shared_secret(self) -> str:
+        return self._secrets()["registration_shared_secret"]
+
+    def write_config(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        values = {
+            "server_name": self.server_name,
+            "data_dir": str(self.data_dir),
+            "client_port": str(self.client_port),
+            "app_service_config_files": json.dumps([str(p) for p in self.registrations]),
+            **self._secrets(),
+        }
+        for template, target in (("homeserver.template.yaml", self.config_path),
+                                 ("log.template.yaml", self.data_dir / "log.yaml")):
+            text = Template((TEMPLATES / template).read_text()).substitute(values)
+            target.write_text(text)
+        signing_key = self.data_dir / "signing.key"
+        if not signing_key.exists():
+            _write_signing_key(signing_key)
+
+    async def start(self) -> None:
+        self.write_config()
+        (self.data_dir / "homeserver.pid").unlink(missing_ok=True)
+        self.process = ManagedProcess(
+            "synapse",
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
+            log_path=self.data_dir / "synapse-stdout.log",
+            cwd=self.data_dir,
+        )
+        self.process.start()
+        await self.process.wait_ready(self._answers, timeout=90, what="answering /versions")
+
+    async def _answers(self) -> bool:
+        async with aiohttp.ClientSession() as session:
+            url = f"{self.url}/_matrix/client/versions"
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                return resp.status == 200
+
+    async def register_user(
+        self, localpart: str, password: str, *, admin: bool = False, displayname: str | None = None
+    ) -> str:
+        """Create a user through the shared-secret admin API; an existing user is left as it is."""
+        async with aiohttp.ClientSession() as session:
+            endpoint = f"{self.url}/_synapse/admin/v1/register"
+            async with session.get(endpoint) as resp:
+                nonce = (await resp.json())["nonce"]
+            mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
+            mac.update(b"\x00".join([nonce.encode(), localpart.encode(), password.encode(),
+                                     b"admin" if admin else b"notadmin"]))
+            body = {"nonce": nonce, "username": localpart, "password": password,
+                    "admin": admin, "mac": mac.hexdigest()}
+            if displayname:
+                body["displayname"] = displayname
+            async with session.post(endpoint, json=body) as resp:
+                data = await resp.json()
+                if resp.status == 400 and data.get("errcode") == "M_USER_IN_USE":
+                    return f"@{localpart}:{self.server_name}"
+                if resp.status != 200:
+                    raise StackError(f"registering {localpart} failed: {resp.status} {data}")
+                return str(data["user_id"])
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()

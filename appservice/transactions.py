@@ -1,0 +1,173 @@
+"""The Application Service API that the homeserver calls: transactions, user/alias queries, ping.
+
+Authentication: ``Authorization: Bearer <hs_token>`` compared in constant time; no token → 401
+M_UNAUTHORIZED, a wrong one → 403 M_FORBIDDEN, and nothing is read or recorded. A transaction is
+recorded durably once per (homeserver, txnId); replays get 200 with no effect. The 200 is sent only
+after every event was handled and committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from db.repositories.transactions import TransactionRepository
+
+from .dispatcher import Dispatcher
+from .metrics import Metrics
+
+log = logging.getLogger("unityplan.transactions")
+
+QueryHandler = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+PREFIX = "/_matrix/app/v1"
+MAX_BODY_BYTES = 50 * 1024 * 1024
+
+
+def matrix_error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+def _valid_event(event: Any) -> bool:
+    return (
+        isinstance(event, dict)
+        and isinstance(event.get("event_id"), str)
+        and isinstance(event.get("type"), str)
+        and isinstance(event.get("room_id"), str)
+        and isinstance(event.get("sender"), str)
+    )
+
+
+class HomeserverEndpoints:
+    def __init__(
+        self,
+        *,
+        hs_token: str,
+        homeserver: str,
+        allow_legacy_token: bool,
+        inbox: TransactionRepository,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        query_user: QueryHandler,
+        query_alias: QueryHandler,
+    ) -> None:
+        self._hs_token = hs_token.encode()
+        self.homeserver = homeserver
+        self.allow_legacy_token = allow_legacy_token
+        self.inbox = inbox
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.query_user = query_user
+        self.query_alias = query_alias
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_put(PREFIX + "/transactions/{txn_id}", self.put_transaction)
+        app.router.add_get(PREFIX + "/users/{user_id}", self.get_user)
+        app.router.add_get(PREFIX + "/rooms/{alias}", self.get_alias)
+        app.router.add_post(PREFIX + "/ping", self.post_ping)
+
+    def _auth_error(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        token: str | None = None
+        if header.startswith("Bearer "):
+            token = header.removeprefix("Bearer ").strip()
+        elif self.allow_legacy_token and "access_token" in request.query:
+            token = request.query["access_token"]
+        if not token:
+            return matrix_error(401, "M_UNAUTHORIZED", "Missing the homeserver token")
+        if not hmac.compare_digest(token.encode(), self._hs_token):
+            return matrix_error(403, "M_FORBIDDEN", "Wrong homeserver token")
+        return None
+
+    async def put_transaction(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        error = self._auth_error(request)
+        if error is not None:
+            result = "unauthorized" if error.status == 401 else "forbidden"
+            self.metrics.transactions.labels(result).inc()
+            return error
+        try:
+            body = json.loads(await request.read())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self.metrics.transactions.labels("bad_request").inc()
+            return matrix_error(400, "M_NOT_JSON", "The transaction body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("events", []), list):
+            self.metrics.transactions.labels("bad_request").inc()
+            return matrix_error(400, "M_BAD_JSON", "Expected an object with an 'events' list")
+        raw_events = body.get("events", [])
+        events = [e for e in raw_events if _valid_event(e)]
+        if len(events) != len(raw_events):
+            log.warning("Transaction %s: skipped %d malformed events",
+                        request.match_info["txn_id"], len(raw_events) - len(events))
+        txn_id = request.match_info["txn_id"]
+        replayed = await self._handle_once(txn_id, events)
+        self.metrics.transactions.labels("replayed" if replayed else "handled").inc()
+        self.metrics.transaction_seconds.observe(time.monotonic() - started)
+        return web.json_response({})
+
+    async def _handle_once(self, txn_id: str, events: list[dict[str, Any]]) -> bool:
+        """Record and handle a transaction; True when it was a replay (nothing was done)."""
+        running = self._in_flight.get(txn_id)
+        if running is not None:
+            # The same transaction is being handled right now: answer when it is done.
+            await asyncio.shield(running)
+            return True
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight[txn_id] = done
+        try:
+            fresh = await self.inbox.record(self.homeserver, txn_id, events)
+            if fresh is None:
+                return True
+            await self.dispatcher.dispatch(fresh)
+            await self.inbox.complete(self.homeserver, txn_id)
+            return False
+        finally:
+            del self._in_flight[txn_id]
+            done.set_result(None)
+
+    async def recover(self) -> int:
+        """Handle inbox events left pending by a crash; returns how many were found."""
+        pending = await self.inbox.pending()
+        if pending:
+            log.info("Handling %d events left pending by the previous run", len(pending))
+            await self.dispatcher.dispatch(pending)
+            for homeserver, txn_id in {(e.homeserver, e.txn_id) for e in pending}:
+                await self.inbox.complete(homeserver, txn_id)
+        return len(pending)
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        return await self._query(request, self.query_user, request.match_info["user_id"])
+
+    async def get_alias(self, request: web.Request) -> web.Response:
+        return await self._query(request, self.query_alias, request.match_info["alias"])
+
+    async def _query(self, request: web.Request, handler: QueryHandler, key: str) -> web.Response:
+        error = self._auth_error(request)
+        if error is not None:
+            return error
+        try:
+            found = await handler(key)
+        except Exception:
+            log.exception("Query for %s failed", key)
+            return matrix_error(500, "M_UNKNOWN", "The appservice could not answer the query")
+        if not found:
+            return matrix_error(404, "M_NOT_FOUND", f"{key} is not known to this appservice")
+        return web.json_response({})
+
+    async def post_ping(self, request: web.Request) -> web.Response:
+        error = self._auth_error(request)
+        if error is not None:
+            return error
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return matrix_error(400, "M_NOT_JSON", "The ping body is not JSON")
+        log.info("Ping from the homeserver (transaction_id %s)", body.get("transaction_id"))
+        return web.json_response({})

@@ -1,0 +1,1 @@
+"""Bridges: forum (rooms <-> topics), media (room files <-> IPFS), events (domain events <-> NATS)."""

@@ -1,0 +1,89 @@
+"""The process's NATS connection: connects in the background and keeps reconnecting.
+
+Start-up never fails because NATS is down; work that needs NATS waits for ``connected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+
+log = logging.getLogger("unityplan.events.nats")
+
+
+class NatsClient:
+    def __init__(self, url: str, *, name: str) -> None:
+        self.url = url
+        self.name = name
+        self._client: Client | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_loop(), name="nats-connect")
+
+    async def _connect_loop(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._client = await nats.connect(
+                    self.url,
+                    name=self.name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    connect_timeout=2,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                    error_cb=self._error,
+                )
+                self._connected.set()
+                log.info("Connected to NATS at %s", self.url)
+                return
+            except (NatsError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("NATS at %s not reachable (%s); retrying in %.1f s", self.url, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+    async def _disconnected(self) -> None:
+        if not self._closing:
+            log.warning("Disconnected from NATS; reconnecting")
+
+    async def _reconnected(self) -> None:
+        log.info("Reconnected to NATS")
+
+    async def _error(self, exc: Exception) -> None:
+        log.debug("NATS client error: %s", exc)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise RuntimeError("NATS is not connected yet")
+        return self._client
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def round_trip_ms(self, timeout: float = 2.0) -> float:
+        """PING/PONG with the server; raises when it does not answer."""
+        client = self.client
+        if not client.is_connected:
+            raise ConnectionError("not connected to NATS")
+        started = time.monotonic()
+        await client.flush(timeout=timeout)
+        return (time.monotonic() - started) * 1000
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._client is not None and not self._client.is_closed:
+            await self._client.drain()
+        self._client = None

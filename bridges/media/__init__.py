@@ -1,0 +1,1 @@
+"""Room files and course materials on IPFS."""

@@ -1,0 +1,1 @@
+"""Bot commands: the framework (parse, route, permissions, help) and the command modules."""

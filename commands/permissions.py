@@ -1,0 +1,73 @@
+"""Who may run what: territory roles from the config, room moderators by power level."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Awaitable, Callable, Protocol
+
+from mautrix.types import PowerLevelStateEventContent, RoomID, UserID
+
+log = logging.getLogger("unityplan.commands.permissions")
+
+MODERATOR_POWER_LEVEL = 50
+
+
+class Permission(enum.Enum):
+    TERRITORY_ADMIN = "territory admin"
+    BADGE_ISSUER = "badge issuer"
+    COURSE_ADMIN = "course admin"
+    ROOM_MODERATOR = "room moderator (power level 50 or more in this room)"
+
+
+class BadgeHolderLookup(Protocol):
+    async def __call__(self, user_id: UserID, badge_slug: str) -> bool: ...
+
+
+PowerLevelsFetcher = Callable[[RoomID], Awaitable[PowerLevelStateEventContent]]
+
+
+class PermissionChecker:
+    """Decides from the sender's MXID only, never from display names."""
+
+    def __init__(
+        self,
+        *,
+        admins: tuple[str, ...],
+        badge_issuers: tuple[str, ...],
+        course_admins: tuple[str, ...],
+        power_levels: PowerLevelsFetcher,
+        holds_badge: BadgeHolderLookup | None = None,
+    ) -> None:
+        self._admins = frozenset(admins)
+        self._grants = {
+            Permission.BADGE_ISSUER: badge_issuers,
+            Permission.COURSE_ADMIN: course_admins,
+        }
+        self._power_levels = power_levels
+        self.holds_badge = holds_badge
+
+    def is_admin(self, user_id: UserID) -> bool:
+        return user_id in self._admins
+
+    async def has(self, permission: Permission, user_id: UserID, room_id: RoomID) -> bool:
+        if self.is_admin(user_id):
+            return True
+        if permission is Permission.TERRITORY_ADMIN:
+            return False
+        if permission is Permission.ROOM_MODERATOR:
+            # The fetcher reads the bot's state store, kept current by the room's own events.
+            levels = await self._power_levels(room_id)
+            return levels.get_user_level(user_id) >= MODERATOR_POWER_LEVEL
+        for grant in self._grants[permission]:
+            if grant == user_id:
+                return True
+            if grant.startswith("badge:") and self.holds_badge is not None:
+                if await self.holds_badge(user_id, grant.removeprefix("badge:")):
+                    return True
+        return False
+
+    async def missing(
+        self, permissions: tuple[Permission, ...], user_id: UserID, room_id: RoomID
+    ) -> list[Permission]:
+        return [p for p in permissions if not await self.has(p, user_id, room_id)]

@@ -1,0 +1,256 @@
+"""Parse a message, find its command, check permissions, parse arguments, run, reply.
+
+Every outcome is a reply: usage line for bad arguments, the missing permission for refusals, a
+reference number for unexpected errors (whose details go to the log). Text that is not a command is
+ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import secrets
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from mautrix.types import EventID, RoomID, UserID
+
+from .decorators import CommandSpec, spec_of
+from .errors import CommandError, PermissionDenied, UsageError
+from .formatting import code, escape
+from .permissions import Permission, PermissionChecker
+
+log = logging.getLogger("unityplan.commands")
+
+Reply = Callable[[str], Awaitable[None]]
+Handler = Callable[..., Awaitable[None]]
+
+
+class Outcome(enum.Enum):
+    NOT_A_COMMAND = "not_a_command"
+    OK = "ok"
+    USAGE = "usage"
+    DENIED = "denied"
+    REFUSED = "refused"  # a CommandError raised by the handler
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    sender: UserID
+    room_id: RoomID
+    event_id: EventID
+    prefix: str
+    reply: Reply
+
+
+@dataclass(frozen=True)
+class BoundCommand:
+    spec: CommandSpec
+    handler: Handler
+
+
+class CommandMetrics:
+    """What the router reports; the composition root passes Prometheus-backed counters."""
+
+    def observe(self, command: str, outcome: Outcome, seconds: float) -> None:
+        pass
+
+
+class CommandRouter:
+    def __init__(
+        self,
+        prefix: str,
+        permissions: PermissionChecker,
+        metrics: CommandMetrics | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.permissions = permissions
+        self.metrics = metrics or CommandMetrics()
+        self._commands: dict[tuple[str, ...], BoundCommand] = {}
+        self._start = re.compile(rf"^{re.escape(prefix)}[A-Za-z]")
+
+    # --- registration -------------------------------------------------------------------------
+
+    def register(self, handler_object: object) -> None:
+        """Register every decorated method of ``handler_object``."""
+        found = 0
+        for name in dir(type(handler_object)):
+            spec = spec_of(getattr(type(handler_object), name))
+            if spec is None:
+                continue
+            if spec.path in self._commands:
+                raise ValueError(f"command {spec.name!r} registered twice")
+            self._commands[spec.path] = BoundCommand(spec, getattr(handler_object, name))
+            found += 1
+        if not found:
+            raise ValueError(f"{type(handler_object).__name__} declares no commands")
+
+    @property
+    def commands(self) -> list[CommandSpec]:
+        return [bound.spec for _, bound in sorted(self._commands.items())]
+
+    def find(self, words: list[str]) -> CommandSpec | None:
+        bound = self._commands.get(tuple(w.lower() for w in words))
+        return bound.spec if bound else None
+
+    def group(self, name: str) -> list[CommandSpec]:
+        return [spec for spec in self.commands if spec.path[0] == name.lower()]
+
+    async def may_run(self, spec: CommandSpec, sender: UserID, room_id: RoomID) -> bool:
+        return not await self.permissions.missing(spec.permissions, sender, room_id)
+
+    # --- handling -----------------------------------------------------------------------------
+
+    def is_command(self, body: str) -> bool:
+        return bool(self._start.match(body))
+
+    async def handle(
+        self, sender: UserID, room_id: RoomID, event_id: EventID, body: str, reply: Reply
+    ) -> Outcome:
+        if not self.is_command(body):
+            return Outcome.NOT_A_COMMAND
+        started = time.monotonic()
+        ctx = CommandContext(sender, room_id, event_id, self.prefix, reply)
+        text = body[len(self.prefix) :].strip()
+        bound, rest = self._resolve(text)
+        name = bound.spec.name if bound else "unknown"
+        try:
+            if bound is None:
+                outcome = await self._unknown(ctx, text)
+            else:
+                outcome = await self._run(ctx, bound, rest)
+        except Exception:
+            ref = secrets.token_hex(3).upper()
+            log.exception("Command %r from %s in %s failed (ref %s)", name, sender, room_id, ref)
+            outcome = Outcome.ERROR
+            try:
+                await reply(
+                    f"Something went wrong (ref: <code>{ref}</code>). "
+                    "A territory admin can find the details in the log."
+                )
+            except Exception:
+                log.exception("Could not send the error reply for ref %s", ref)
+        self.metrics.observe(name, outcome, time.monotonic() - started)
+        return outcome
+
+    def _resolve(self, text: str) -> tuple[BoundCommand | None, str]:
+        words = text.split()
+        for depth in range(min(len(words), 3), 0, -1):
+            bound = self._commands.get(tuple(w.lower() for w in words[:depth]))
+            if bound is not None:
+                parts = text.split(maxsplit=depth)
+                return bound, parts[depth] if len(parts) > depth else ""
+        return None, text
+
+    async def _unknown(self, ctx: CommandContext, text: str) -> Outcome:
+        words = text.split()
+        group = self.group(words[0]) if words else []
+        if group:
+            lines = "".join(f"<li>{code(spec.usage(self.prefix))}</li>" for spec in group)
+            what = "needs a subcommand" if len(words) == 1 else "has no such subcommand"
+            await ctx.reply(
+                f"{code(self.prefix + words[0].lower())} {what}. Usage:<ul>{lines}</ul>"
+            )
+        else:
+            await ctx.reply(
+                f"Unknown command {code(self.prefix + (words[0] if words else ''))}. "
+                f"Send {code(self.prefix + 'help')} to see the commands you can use."
+            )
+        return Outcome.USAGE
+
+    async def _run(self, ctx: CommandContext, bound: BoundCommand, rest: str) -> Outcome:
+        spec = bound.spec
+        missing = await self.permissions.missing(spec.permissions, ctx.sender, ctx.room_id)
+        if missing:
+            await ctx.reply(_denied(spec, missing, self.prefix))
+            return Outcome.DENIED
+        try:
+            kwargs = parse_arguments(spec, rest)
+        except UsageError as exc:
+            await ctx.reply(_usage(spec, self.prefix, str(exc)))
+            return Outcome.USAGE
+        try:
+            await bound.handler(ctx, **kwargs)
+        except UsageError as exc:
+            await ctx.reply(_usage(spec, self.prefix, str(exc)))
+            return Outcome.USAGE
+        except PermissionDenied as exc:
+            await ctx.reply(escape(str(exc)))
+            return Outcome.DENIED
+        except CommandError as exc:
+            await ctx.reply(escape(str(exc)))
+            return Outcome.REFUSED
+        return Outcome.OK
+
+
+def parse_arguments(spec: CommandSpec, text: str) -> dict[str, Any]:
+    """Turn the text after the command's words into keyword arguments, or raise UsageError."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"could not read the arguments ({exc})") from exc
+    options = {o.flag: o for o in spec.options}
+    values: dict[str, Any] = {o.dest: (False if o.parser is None else None) for o in spec.options}
+    positional: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word.startswith("--") and len(word) > 2:
+            flag, _, inline = word.partition("=")
+            opt = options.get(flag)
+            if opt is None:
+                raise UsageError(f"unknown option {flag}")
+            if opt.parser is None:
+                values[opt.dest] = True
+            else:
+                if not inline:
+                    i += 1
+                    if i >= len(words):
+                        raise UsageError(f"{flag} needs a value ({opt.metavar})")
+                    inline = words[i]
+                values[opt.dest] = _convert(opt.parser, inline, flag)
+        else:
+            positional.append(word)
+        i += 1
+    for arg in spec.arguments:
+        if arg.rest:
+            joined = " ".join(positional)
+            positional = []
+            if not joined and arg.required:
+                raise UsageError(f"{arg.usage()} is missing")
+            values[arg.name] = _convert(arg.parser, joined, arg.usage()) if joined else None
+        elif positional:
+            values[arg.name] = _convert(arg.parser, positional.pop(0), arg.usage())
+        elif arg.required:
+            raise UsageError(f"{arg.usage()} is missing")
+        else:
+            values[arg.name] = None
+    if positional:
+        raise UsageError(f"unexpected {' '.join(positional)!r}")
+    return values
+
+
+def _convert(parser: Callable[[str], Any], raw: str, label: str) -> Any:
+    try:
+        return parser(raw)
+    except (ValueError, CommandError) as exc:
+        detail = str(exc) or "invalid value"
+        raise UsageError(f"{label}: {detail}") from exc
+
+
+def _usage(spec: CommandSpec, prefix: str, problem: str) -> str:
+    return (
+        f"Usage: {code(spec.usage(prefix))}<br>{escape(spec.help)}"
+        + (f"<br><em>{escape(problem)}</em>" if problem else "")
+    )
+
+
+def _denied(spec: CommandSpec, missing: list[Permission], prefix: str) -> str:
+    names = ", ".join(p.value for p in missing)
+    return (
+        f"You may not run {code(prefix + spec.name)}: it needs the {escape(names)} permission."
+    )

@@ -1,0 +1,1 @@
+"""PostgreSQL access: pools, transactions that nest, migrations and repositories."""

@@ -1,0 +1,105 @@
+"""asyncpg pools with transactions that nest.
+
+``Database.acquire()`` and ``Database.transaction()`` reuse the connection of an enclosing
+``transaction()`` of the same database (through a ContextVar), so repository calls made inside a
+handler's transaction join it instead of opening their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any, AsyncIterator
+
+import asyncpg
+
+log = logging.getLogger("unityplan.db")
+
+SLOW_QUERY_SECONDS = 1.0
+
+
+class Database:
+    def __init__(self, dsn: str, *, name: str, min_size: int = 1, max_size: int = 10) -> None:
+        self.dsn = dsn
+        self.name = name
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._current: ContextVar[asyncpg.Connection | None] = ContextVar(
+            f"unityplan_db_{name}_{id(self)}", default=None
+        )
+
+    async def start(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            command_timeout=60,
+            server_settings={"application_name": f"unityplan-{self.name}"},
+        )
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"database {self.name} is not started")
+        return self._pool
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        current = self._current.get()
+        if current is not None:
+            yield current
+            return
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction; inside another transaction() of this database, join it."""
+        current = self._current.get()
+        if current is not None:
+            yield current
+            return
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                token = self._current.set(conn)
+                try:
+                    yield conn
+                finally:
+                    self._current.reset(token)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.acquire() as conn:
+            return await self._timed(conn.execute, query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.acquire() as conn:
+            return await self._timed(conn.fetch, query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.acquire() as conn:
+            return await self._timed(conn.fetchrow, query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.acquire() as conn:
+            return await self._timed(conn.fetchval, query, *args)
+
+    async def ping(self) -> None:
+        await self.fetchval("SELECT 1")
+
+    @staticmethod
+    async def _timed(method: Any, query: str, *args: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await method(query, *args)
+        finally:
+            elapsed = time.monotonic() - started
+            if elapsed > SLOW_QUERY_SECONDS:
+                log.warning("Slow query (%.2f s): %s", elapsed, " ".join(query.split())[:200])

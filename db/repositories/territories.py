@@ -1,0 +1,85 @@
+"""The global territory registry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from ..database import Database
+from ..territory import TerritoryCode, territory_code
+
+
+def dsn_without_password(dsn: str) -> str:
+    """The DSN as stored in the registry: never with its password."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Territory:
+    code: TerritoryCode
+    name: str
+    server_name: str
+    homeserver_url: str
+    database_dsn: str
+    settings: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Territory:
+        return cls(
+            code=territory_code(row["code"]),
+            name=row["name"],
+            server_name=row["server_name"],
+            homeserver_url=row["homeserver_url"],
+            database_dsn=row["database_dsn"],
+            settings=json.loads(row["settings"]),
+        )
+
+
+class TerritoryRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def upsert(self, territory: Territory) -> None:
+        await self.db.execute(
+            """
+            INSERT INTO global.territories
+                (code, name, server_name, homeserver_url, database_dsn, settings)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+            ON CONFLICT (code) DO UPDATE SET
+                name = EXCLUDED.name, server_name = EXCLUDED.server_name,
+                homeserver_url = EXCLUDED.homeserver_url, database_dsn = EXCLUDED.database_dsn,
+                settings = EXCLUDED.settings, updated_at = now()
+            """,
+            territory.code,
+            territory.name,
+            territory.server_name,
+            territory.homeserver_url,
+            dsn_without_password(territory.database_dsn),
+            json.dumps(territory.settings),
+        )
+
+    async def get(self, code: TerritoryCode) -> Territory | None:
+        row = await self.db.fetchrow(
+            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text
+               FROM global.territories WHERE code = $1""",
+            code,
+        )
+        return Territory.from_row(row) if row else None
+
+    async def list(self) -> list[Territory]:
+        rows = await self.db.fetch(
+            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text
+               FROM global.territories ORDER BY code"""
+        )
+        return [Territory.from_row(row) for row in rows]

@@ -1,0 +1,1 @@
+"""The appservice registration YAML that a territory's Synapse loads."""
