@@ -135,3 +135,11 @@ class IpfsNode:
     async def stop(self) -> None:
         if self.process is not None:
             await self.process.stop()
+
+
+if __name__ == "__main__":
+    # `python -m appservice.stack.ipfs`: install the npm packages now (make dev/test do this).
+    import sys
+
+    log_file = _cache_root() / "npm-install.log"
+    print(f"IPFS node: {install_node(log_file)}", file=sys.stderr)

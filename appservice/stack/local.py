@@ -141,6 +141,17 @@ class LocalStack:
         )
         generate(load_config(self.config_path, environ={}), self.registration_path)
 
+    async def restart_platform(self) -> Platform:
+        """Stop the appservice and start a new one on the same config (as after a crash)."""
+        assert self.config is not None
+        if self.platform is not None:
+            await self.platform.stop()
+            self.platform = None
+        self.platform = Platform(self.config)
+        await self.platform.start()
+        await self._wait_platform_connected()
+        return self.platform
+
     async def _wait_platform_connected(self, timeout: float = 30) -> None:
         assert self.platform is not None
         loop = asyncio.get_running_loop()

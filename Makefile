@@ -1,0 +1,40 @@
+# The two commands of the README:
+#   make dev    installs into .venv and runs the whole platform locally (unityplan dev)
+#   make test   installs what the tests need and runs them against real services
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: dev test bench system-deps ipfs-node clean
+
+dev: system-deps $(VENV)/.dev-installed ipfs-node
+	$(BIN)/unityplan dev
+
+test: system-deps $(VENV)/.test-installed ipfs-node
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: system-deps $(VENV)/.test-installed ipfs-node
+	$(BIN)/python -m bench roundtrip
+
+system-deps:
+	@bash tools/system-deps.sh
+
+# The IPFS node's npm packages, installed once into ~/.cache/unityplan (keyed by the lock file).
+ipfs-node: $(VENV)/.dev-installed
+	$(BIN)/python -m appservice.stack.ipfs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml $(VENV)/.dev-installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .unityplan .pytest_cache

@@ -1,0 +1,51 @@
+"""Real services for the tests: one local stack (PostgreSQL, NATS, IPFS, Synapse, the appservice)
+per test session, started from what the project installs. A piece that cannot start fails the run."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from appservice.app import Platform
+from appservice.stack.local import LocalStack, StackOptions
+from tests.matrix_user import MatrixUser
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack() -> AsyncIterator[LocalStack]:
+    data_dir = Path(tempfile.mkdtemp(prefix="unityplan-test-"))
+    local = LocalStack(StackOptions(data_dir=data_dir, fast=True))
+    try:
+        await local.start()
+        yield local
+    finally:
+        await local.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def platform(stack: LocalStack) -> Platform:
+    assert stack.platform is not None
+    return stack.platform
+
+
+@pytest_asyncio.fixture
+async def user(stack: LocalStack) -> AsyncIterator[MatrixUser]:
+    member = await MatrixUser.create(stack)
+    yield member
+    await member.close()
+
+
+@pytest_asyncio.fixture
+async def admin(stack: LocalStack) -> AsyncIterator[MatrixUser]:
+    demo = next(u for u in stack.demo_users if u.role == "admin")
+    member = await MatrixUser.login(stack, demo.user_id, demo.password)
+    yield member
+    await member.close()

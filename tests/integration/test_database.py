@@ -1,0 +1,75 @@
+"""Migrations, the territory registry and the audit log on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from appservice.app import Platform
+from db.database import Database
+from db.migrations import migrations_for
+from db.repositories.territories import dsn_without_password
+from db.setup import migrate_all
+from db.territory import InvalidTerritoryCode, territory_code, territory_schema
+
+
+@pytest.mark.parametrize("bad", ["DK", "d", "dk-1", "dk; DROP TABLE x", "1dk", "a" * 32, "", "dk\n"])
+def test_bad_territory_codes_never_reach_sql(bad: str) -> None:
+    with pytest.raises(InvalidTerritoryCode):
+        territory_schema(bad)
+
+
+async def test_migrations_are_idempotent_and_concurrent_safe(platform: Platform) -> None:
+    code = territory_code("zz_test")
+    results = await asyncio.gather(
+        *(migrate_all(platform.global_db, platform.territory_db, code) for _ in range(3))
+    )
+    applied = [r[territory_schema(code)] for r in results]
+    assert sorted(applied, key=len) == [[], [], [m.version for m in migrations_for("territory")]]
+    again = await migrate_all(platform.global_db, platform.territory_db, code)
+    assert again == {"global": [], "public": [], "territory_zz_test": []}
+    tables = {
+        row["table_name"]
+        for row in await platform.global_db.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'territory_zz_test'"
+        )
+    }
+    assert {"as_transactions", "as_inbox", "user_profiles", "schema_migrations"} <= tables
+
+
+async def test_territory_is_registered_without_password(platform: Platform) -> None:
+    territory = await platform.territories.get(platform.territory)
+    assert territory is not None
+    assert territory.server_name == platform.config.homeserver.domain
+    assert territory.settings["allow_cross_border"] is True
+    assert "@" in territory.database_dsn
+    assert ":" + platform.config.database.url.split(":")[2].split("@")[0] + "@" not in territory.database_dsn
+    assert dsn_without_password("postgresql://u:pw@h:5/db") == "postgresql://u@h:5/db"
+
+
+async def test_audit_log_is_append_only(platform: Platform) -> None:
+    entry_id = await platform.audit.record("@admin:dk.localhost", "test.checked", target="x",
+                                           details={"n": 1})
+    recent = await platform.audit.recent(5)
+    assert recent[0].id == entry_id and recent[0].details == {"n": 1}
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await platform.global_db.execute("DELETE FROM global.audit_log WHERE id = $1", entry_id)
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await platform.global_db.execute(
+            "UPDATE global.audit_log SET action = 'x' WHERE id = $1", entry_id
+        )
+
+
+async def test_nested_transactions_join_and_roll_back_together(platform: Platform) -> None:
+    db: Database = platform.global_db
+    await db.execute("CREATE TABLE IF NOT EXISTS public.nest_test (v text)")
+    with pytest.raises(RuntimeError):
+        async with db.transaction():
+            await db.execute("INSERT INTO public.nest_test VALUES ('outer')")
+            async with db.transaction():
+                await db.execute("INSERT INTO public.nest_test VALUES ('inner')")
+            raise RuntimeError("roll back both")
+    assert await db.fetchval("SELECT count(*) FROM public.nest_test") == 0
+    await db.execute("DROP TABLE public.nest_test")

@@ -1,0 +1,170 @@
+"""The homeserver-facing API: authentication, malformed bodies, exactly-once transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import aiohttp
+
+from appservice.stack.local import LocalStack
+from tests.matrix_user import MatrixUser, body
+
+TXN_PATH = "/_matrix/app/v1/transactions/"
+
+
+def _url(stack: LocalStack, txn_id: str) -> str:
+    assert stack.config is not None
+    return stack.config.appservice.address + TXN_PATH + txn_id
+
+
+def _command_event(room_id: str, sender: str, text: str) -> dict[str, Any]:
+    return {
+        "event_id": f"$test-{uuid.uuid4().hex}",
+        "type": "m.room.message",
+        "room_id": room_id,
+        "sender": sender,
+        "origin_server_ts": 1_700_000_000_000,
+        "content": {"msgtype": "m.text", "body": text},
+    }
+
+
+async def _put(stack: LocalStack, txn_id: str, payload: Any, token: str | None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    data = payload if isinstance(payload, bytes) else None
+    async with aiohttp.ClientSession() as session:
+        async with session.put(
+            _url(stack, txn_id),
+            data=data,
+            json=None if data is not None else payload,
+            headers=headers,
+        ) as resp:
+            return resp.status, await resp.json()
+
+
+async def _settle(user: MatrixUser, room: str) -> None:
+    """Send a command and wait for its reply: everything sent before it has arrived too."""
+    await user.command(room, "!territory info")
+
+
+async def test_missing_token_is_401_and_wrong_token_403_without_effect(
+    stack: LocalStack, user: MatrixUser
+) -> None:
+    assert stack.platform is not None
+    room = await user.room_with_bot()
+    event = _command_event(room, user.user_id, "!help")
+    txn_missing, txn_forged = f"t-{uuid.uuid4().hex}", f"t-{uuid.uuid4().hex}"
+
+    status, answer = await _put(stack, txn_missing, {"events": [event]}, token=None)
+    assert (status, answer["errcode"]) == (401, "M_UNAUTHORIZED")
+    status, answer = await _put(stack, txn_forged, {"events": [event]}, token="forged-" + "x" * 40)
+    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
+    # The as_token is not the hs_token either.
+    status, answer = await _put(stack, txn_forged, {"events": [event]}, token=stack.platform.as_token)
+    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
+    # Legacy query-parameter auth is off by default.
+    async with aiohttp.ClientSession() as session:
+        url = _url(stack, txn_forged) + f"?access_token={stack.platform.hs_token}"
+        async with session.put(url, json={"events": [event]}) as resp:
+            assert resp.status == 401
+
+    inbox = stack.platform.inbox
+    server = stack.server_name
+    assert await inbox.count(server, txn_missing) == 0
+    assert await inbox.count(server, txn_forged) == 0
+    await _settle(user, room)
+    assert user.replies(room, event["event_id"]) == []
+
+
+async def test_garbage_bodies_get_400(stack: LocalStack) -> None:
+    assert stack.platform is not None
+    token = stack.platform.hs_token
+    status, answer = await _put(stack, "garbage-1", b"{not json", token)
+    assert (status, answer["errcode"]) == (400, "M_NOT_JSON")
+    status, answer = await _put(stack, "garbage-2", b"\xff\xfe\x00", token)
+    assert (status, answer["errcode"]) == (400, "M_NOT_JSON")
+    status, answer = await _put(stack, "garbage-3", {"events": "not a list"}, token)
+    assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
+    status, answer = await _put(stack, "garbage-4", [1, 2, 3], token)
+    assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
+    for txn in ("garbage-1", "garbage-2", "garbage-3", "garbage-4"):
+        assert await stack.platform.inbox.count(stack.server_name, txn) == 0
+
+
+async def test_one_bad_event_does_not_fail_the_others(stack: LocalStack, user: MatrixUser) -> None:
+    assert stack.platform is not None
+    room = await user.room_with_bot()
+    good = _command_event(room, user.user_id, "!help territory")
+    broken_content = {**_command_event(room, user.user_id, "!help"), "content": "not an object"}
+    not_an_event = {"nothing": "here"}
+    status, _ = await _put(
+        stack, f"t-{uuid.uuid4().hex}", {"events": [not_an_event, broken_content, good]},
+        stack.platform.hs_token,
+    )
+    assert status == 200
+    await _settle(user, room)
+    assert len(user.replies(room, good["event_id"])) == 1
+
+
+async def test_replayed_transaction_has_one_effect(stack: LocalStack, user: MatrixUser) -> None:
+    assert stack.platform is not None
+    room = await user.room_with_bot()
+    event = _command_event(room, user.user_id, "!territory info")
+    txn_id = f"t-{uuid.uuid4().hex}"
+    for _ in range(3):
+        status, answer = await _put(stack, txn_id, {"events": [event]}, stack.platform.hs_token)
+        assert (status, answer) == (200, {})
+    await _settle(user, room)
+    replies = user.replies(room, event["event_id"])
+    assert len(replies) == 1
+    assert stack.config is not None and stack.config.territory.name in body(replies[0])
+    assert await stack.platform.inbox.count(stack.server_name, txn_id) == 1
+
+
+async def test_concurrent_replays_have_one_effect(stack: LocalStack, user: MatrixUser) -> None:
+    assert stack.platform is not None
+    room = await user.room_with_bot()
+    event = _command_event(room, user.user_id, "!help")
+    txn_id = f"t-{uuid.uuid4().hex}"
+    results = await asyncio.gather(
+        *(_put(stack, txn_id, {"events": [event]}, stack.platform.hs_token) for _ in range(3))
+    )
+    assert results == [(200, {})] * 3
+    await _settle(user, room)
+    assert len(user.replies(room, event["event_id"])) == 1
+
+
+async def test_same_event_in_another_transaction_is_not_handled_twice(
+    stack: LocalStack, user: MatrixUser
+) -> None:
+    assert stack.platform is not None
+    room = await user.room_with_bot()
+    event = _command_event(room, user.user_id, "!help")
+    for _ in range(2):
+        status, _ = await _put(stack, f"t-{uuid.uuid4().hex}", {"events": [event]},
+                               stack.platform.hs_token)
+        assert status == 200
+    await _settle(user, room)
+    assert len(user.replies(room, event["event_id"])) == 1
+
+
+async def test_events_recorded_before_a_crash_are_handled_after_restart(
+    stack: LocalStack, user: MatrixUser
+) -> None:
+    assert stack.platform is not None
+    room = await user.room_with_bot()
+    event = _command_event(room, user.user_id, "!territory info")
+    txn_id = f"t-{uuid.uuid4().hex}"
+    # A crash right after the transaction was recorded: the event is in the inbox, not handled.
+    recorded = await stack.platform.inbox.record(stack.server_name, txn_id, [event])
+    assert recorded is not None and [e.event_id for e in recorded] == [event["event_id"]]
+
+    platform = await stack.restart_platform()
+
+    # The homeserver resends the transaction after the crash: answered, handled once.
+    status, _ = await _put(stack, txn_id, {"events": [event]}, platform.hs_token)
+    assert status == 200
+    await _settle(user, room)
+    assert len(user.replies(room, event["event_id"])) == 1
+    assert await platform.inbox.pending() == []

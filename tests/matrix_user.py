@@ -1,0 +1,120 @@
+"""A real Matrix user for tests: a matrix-nio client that registers, sends and reads through sync."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any, Callable
+
+from nio import AsyncClient, LoginResponse, RoomCreateResponse, RoomSendResponse, SyncResponse
+
+from appservice.stack.local import LocalStack
+
+Event = dict[str, Any]
+
+
+class MatrixUser:
+    def __init__(self, client: AsyncClient, stack: LocalStack) -> None:
+        self.client = client
+        self.stack = stack
+        self.user_id: str = client.user_id
+        self.timeline: dict[str, list[Event]] = {}
+        self.invites: set[str] = set()
+        self._since: str | None = None
+
+    @classmethod
+    async def create(cls, stack: LocalStack, localpart: str | None = None) -> MatrixUser:
+        localpart = localpart or f"user_{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(12)
+        user_id = await stack.synapse.register_user(localpart, password)
+        return await cls.login(stack, user_id, password)
+
+    @classmethod
+    async def login(cls, stack: LocalStack, user_id: str, password: str) -> MatrixUser:
+        client = AsyncClient(stack.synapse.url, user_id)
+        response = await client.login(password)
+        assert isinstance(response, LoginResponse), response
+        user = cls(client, stack)
+        await user.sync(timeout_ms=0)
+        return user
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    @property
+    def bot(self) -> str:
+        assert self.stack.config is not None
+        return self.stack.config.bot_user_id
+
+    async def sync(self, timeout_ms: int = 1000) -> None:
+        response = await self.client.sync(timeout=timeout_ms, since=self._since, full_state=False)
+        assert isinstance(response, SyncResponse), response
+        self._since = response.next_batch
+        for room_id, room in response.rooms.join.items():
+            events = self.timeline.setdefault(room_id, [])
+            events.extend(event.source for event in room.timeline.events)
+        self.invites.update(response.rooms.invite)
+
+    async def wait_for(
+        self, room_id: str, predicate: Callable[[Event], bool], timeout: float = 20
+    ) -> Event:
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.timeline.get(room_id, []):
+                if predicate(event):
+                    return event
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no matching event in {room_id} within {timeout} s")
+            await self.sync()
+
+    async def room_with_bot(self, direct: bool = True) -> str:
+        """A new room with the bot invited; returns once the bot has joined."""
+        response = await self.client.room_create(invite=[self.bot], is_direct=direct)
+        assert isinstance(response, RoomCreateResponse), response
+        await self.wait_for(response.room_id, lambda e: _is_join(e, self.bot))
+        return response.room_id
+
+    async def send(self, room_id: str, body: str, msgtype: str = "m.text") -> str:
+        response = await self.client.room_send(
+            room_id, "m.room.message", {"msgtype": msgtype, "body": body}
+        )
+        assert isinstance(response, RoomSendResponse), response
+        return response.event_id
+
+    async def command(self, room_id: str, body: str, timeout: float = 20) -> Event:
+        """Send a command and return the bot's notice that replies to it."""
+        event_id = await self.send(room_id, body)
+        return await self.wait_for(room_id, lambda e: replies_to(e, event_id, self.bot), timeout)
+
+    def replies(self, room_id: str, event_id: str) -> list[Event]:
+        return [e for e in self.timeline.get(room_id, []) if replies_to(e, event_id, self.bot)]
+
+
+def _is_join(event: Event, user_id: str) -> bool:
+    return (
+        event.get("type") == "m.room.member"
+        and event.get("state_key") == user_id
+        and event.get("content", {}).get("membership") == "join"
+    )
+
+
+def replies_to(event: Event, event_id: str, sender: str) -> bool:
+    content = event.get("content", {})
+    return (
+        event.get("sender") == sender
+        and content.get("msgtype") == "m.notice"
+        and content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id
+    )
+
+
+def body(event: Event) -> str:
+    return str(event.get("content", {}).get("body", ""))
+
+
+def html(event: Event) -> str:
+    return str(event.get("content", {}).get("formatted_body", ""))
+
+
+async def gather_users(stack: LocalStack, count: int) -> list[MatrixUser]:
+    return list(await asyncio.gather(*(MatrixUser.create(stack) for _ in range(count))))

@@ -1,0 +1,106 @@
+"""Config loading: example defaults, operator values, environment overrides, one-sentence errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appservice.config import ConfigError, load_config, write_config
+
+GOOD = {
+    "territory": {"code": "dk", "name": "Denmark"},
+    "homeserver": {"address": "http://127.0.0.1:8008", "domain": "dk.example"},
+    "database": {"url": "postgresql://u:secret@127.0.0.1/unityplan"},
+}
+
+DB = "database: {url: 'postgresql://u:pw@127.0.0.1/unityplan'}\n"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_operator_values_merge_over_the_example(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    write_config(GOOD, path)
+    config = load_config(path, environ={})
+    assert config.territory.code == "dk"
+    assert config.database.url == "postgresql://u:secret@127.0.0.1/unityplan"
+    assert config.commands.prefix == "!"  # from the example
+    assert config.bot_user_id == "@unityplan:dk.example"
+    assert config.registration_path == tmp_path / "registration.yaml"
+    assert "# Short code of the territory" in path.read_text()  # comments survive
+
+
+def test_environment_overrides_keys(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    write_config(GOOD, path)
+    config = load_config(
+        path,
+        environ={
+            "UNITYPLAN_DATABASE_URL": "postgresql://other:pw@db/unityplan",
+            "UNITYPLAN_APPSERVICE_PORT": "4000",
+            "UNITYPLAN_PERMISSIONS_ADMINS": '["@a:dk.example"]',
+            "UNITYPLAN_DATABASE_TERRITORY_URL": "postgresql://t:pw@db2/unityplan",
+        },
+    )
+    assert config.database.url == "postgresql://other:pw@db/unityplan"
+    assert config.database.territory_url == "postgresql://t:pw@db2/unityplan"
+    assert config.appservice.port == 4000
+    assert config.permissions.admins == ("@a:dk.example",)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("territory: {code: 'DK; drop'}\n", "territory.code"),
+        ("territory: {code: dk, name: x}\nhomeserver: {domain: dk.example}\n", "database.url"),
+        ("nope: 1\n", "Unknown configuration key 'nope'"),
+        ("territory: [1, 2]\n", "must be a section"),
+        ("territory: {code: dk\n", "not valid YAML"),
+        (f"{DB}permissions: {{admins: [alice]}}\n", "permissions.admins"),
+        (f"{DB}appservice: {{port: 70000}}\n", "appservice.port"),
+    ],
+)
+def test_bad_values_give_one_sentence(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, text), environ={})
+    message = str(caught.value)
+    assert fragment in message
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_example_password_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="example password"):
+        load_config(_write(tmp_path, ""), environ={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_cli_exits_non_zero_with_the_sentence(tmp_path: Path) -> None:
+    path = _write(tmp_path, "territory: {code: '1bad'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "appservice", "-c", str(path), "registration", "check"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("unityplan: Configuration value 'territory.code' is invalid")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_run_without_config_writes_the_example(tmp_path: Path) -> None:
+    path = tmp_path / "new.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "appservice", "-c", str(path), "run"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert path.exists() and "territory:" in path.read_text()
+    assert "wrote the example config" in result.stderr
