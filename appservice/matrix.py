@@ -9,6 +9,8 @@ import aiohttp
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store import MemoryStateStore
+from mautrix.api import Method
+from mautrix.api import Path as ClientPath
 from mautrix.errors import MatrixError
 from mautrix.types import UserID
 
@@ -75,7 +77,7 @@ class MatrixConnection:
         """Raises unless the homeserver answers /versions now (for /health)."""
         await self.bot.versions(no_cache=True)
 
-    async def connect_to_homeserver(self, *, retry_seconds: float = 1.0) -> None:
+    async def connect_to_homeserver(self, *, retry_seconds: float = 0.2) -> None:
         """Wait for the homeserver, ping it (so it sends its backlog at once), set the bot's name.
 
         Runs in the background at start-up: the homeserver may come up after the appservice.
@@ -83,10 +85,16 @@ class MatrixConnection:
         delay = retry_seconds
         while True:
             try:
-                await self.bot.appservice_ping(self.config.appservice.id)
+                # Our own backoff, not mautrix's retries (which wait 4 s after the first failure).
+                await self.bot.api.request(
+                    Method.POST,
+                    ClientPath.v1.appservice[self.config.appservice.id].ping,
+                    content={},
+                    retry_count=0,
+                )
                 break
             except (MatrixError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                log.info("Homeserver not reachable for a ping yet (%s); retrying in %.0f s", exc, delay)
+                log.info("Homeserver not reachable for a ping yet (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         log.info("Homeserver answered the appservice ping")

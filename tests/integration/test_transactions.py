@@ -168,3 +168,19 @@ async def test_events_recorded_before_a_crash_are_handled_after_restart(
     await _settle(user, room)
     assert len(user.replies(room, event["event_id"])) == 1
     assert await platform.inbox.pending() == []
+
+
+async def test_own_echoes_are_dropped(stack: LocalStack, user: MatrixUser) -> None:
+    """Messages from the bot or a ghost never reach the command router (no bot loops)."""
+    assert stack.platform is not None and stack.config is not None
+    room = await user.room_with_bot()
+    from_bot = _command_event(room, stack.config.bot_user_id, "!territory info")
+    from_ghost = _command_event(room, f"@unity_someone:{stack.server_name}", "!territory info")
+    from_user = _command_event(room, user.user_id, "!territory info")
+    status, _ = await _put(stack, f"t-{uuid.uuid4().hex}",
+                           {"events": [from_bot, from_ghost, from_user]}, stack.platform.hs_token)
+    assert status == 200
+    await _settle(user, room)
+    assert user.replies(room, from_bot["event_id"]) == []
+    assert user.replies(room, from_ghost["event_id"]) == []
+    assert len(user.replies(room, from_user["event_id"])) == 1

@@ -1,0 +1,1 @@
+"""Benchmarks that run against a real local stack: `python -m bench roundtrip`."""

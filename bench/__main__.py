@@ -1,0 +1,78 @@
+"""`python -m bench roundtrip [--runs N] [--warmup W] [--timeout S] [--json] [-v]`
+
+Exit codes: 0 measured, 1 a round trip failed or timed out, 3 the stack could not be set up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from . import report
+from .roundtrip import RoundTripOptions, run
+
+EXIT_ROUND_TRIP_FAILED = 1
+EXIT_SETUP_FAILED = 3
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="UnityPlan benchmarks")
+    benchmarks = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    roundtrip = benchmarks.add_parser(
+        "roundtrip",
+        help="!help round trip vs. a minimal echo appservice vs. plain delivery",
+        description="Start one local stack and time, interleaved: alice's !help answered by "
+        "UnityPlan's bot, by a minimal echo appservice, and a plain alice -> bob message.",
+    )
+    roundtrip.add_argument(
+        "--runs", type=_positive, default=50, help="measured iterations (default: 50)"
+    )
+    roundtrip.add_argument(
+        "--warmup", type=int, default=5, help="iterations run first and discarded (default: 5)"
+    )
+    roundtrip.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds one round trip may take before the run fails (default: 10)",
+    )
+    roundtrip.add_argument("--json", action="store_true", help="print the result as JSON")
+    roundtrip.add_argument(
+        "-v", "--verbose", action="store_true", help="log the stack's INFO lines"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
+    try:
+        result = asyncio.run(run(options))
+    except Exception as exc:
+        logging.getLogger("unityplan.bench").critical(
+            "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose
+        )
+        return EXIT_SETUP_FAILED
+    print(json.dumps(report.as_json(result), indent=2) if args.json else report.as_text(result))
+    if result.error and args.json:
+        print(f"FAILED: {result.error}", file=sys.stderr)
+    return EXIT_ROUND_TRIP_FAILED if result.error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""One local stack with the echo appservice beside it, two users and the three rooms the benchmark uses.
+
+alice has a room with UnityPlan's bot, a room with the echo bot, and a room with bob. Everything is
+started inside one ``AsyncExitStack`` and stopped in reverse order however the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nio import JoinResponse, RoomCreateResponse, RoomPreset
+
+from appservice.stack.local import LocalStack, StackOptions
+from appservice.stack.process import free_port
+
+from .echo_appservice import EchoAppservice, EchoRegistration
+from .synced_user import SyncedUser
+
+JOIN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Environment:
+    alice: SyncedUser
+    bob: SyncedUser
+    bot_user_id: str
+    echo_user_id: str
+    bot_room: str
+    echo_room: str
+    bob_room: str
+
+
+@asynccontextmanager
+async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
+    async with AsyncExitStack() as cleanup:
+        echo_registration_path = data_dir / "echo" / "registration.yaml"
+        stack = LocalStack(
+            StackOptions(
+                data_dir=data_dir / "stack",
+                fast=True,
+                extra_registrations=[echo_registration_path],
+            )
+        )
+        echo = await _start_echo(stack, echo_registration_path)
+        cleanup.push_async_callback(echo.stop)
+
+        await stack.start()  # stops what it started if it fails
+        cleanup.push_async_callback(stack.stop)
+        await echo.ping_homeserver()
+
+        alice = await _user(stack, "alice", cleanup)
+        bob = await _user(stack, "bob", cleanup)
+        bot_user_id = str(stack.info()["bot_user_id"])
+        echo_user_id = echo.registration.bot_user_id
+        yield Environment(
+            alice=alice,
+            bob=bob,
+            bot_user_id=bot_user_id,
+            echo_user_id=echo_user_id,
+            bot_room=await _room_with(alice, bot_user_id),
+            echo_room=await _room_with(alice, echo_user_id),
+            bob_room=await _room_with(alice, bob.user_id, joiner=bob),
+        )
+
+
+async def _start_echo(stack: LocalStack, registration_path: Path) -> EchoAppservice:
+    """The echo appservice must listen before Synapse starts and sends it anything."""
+    port = free_port()
+    registration = EchoRegistration.new(f"http://127.0.0.1:{port}", stack.server_name)
+    registration.write(registration_path)
+    echo = EchoAppservice(registration, stack.synapse.url, port)
+    await echo.start()
+    return echo
+
+
+async def _user(stack: LocalStack, localpart: str, cleanup: AsyncExitStack) -> SyncedUser:
+    password = secrets.token_urlsafe(12)
+    user_id = await stack.synapse.register_user(localpart, password)
+    user = SyncedUser(stack.synapse.url, user_id)
+    cleanup.push_async_callback(user.close)
+    await user.login(password)
+    await user.start_syncing()
+    return user
+
+
+async def _room_with(creator: SyncedUser, invitee: str, joiner: SyncedUser | None = None) -> str:
+    """A private room with ``invitee``; bots join by themselves, ``joiner`` is told to join."""
+    created = await creator.client.room_create(
+        invite=[invitee], is_direct=True, preset=RoomPreset.private_chat
+    )
+    if not isinstance(created, RoomCreateResponse):
+        raise RuntimeError(f"{creator.user_id} could not create a room with {invitee}: {created}")
+    room_id = str(created.room_id)
+    if joiner is not None:
+        joined = await joiner.client.join(room_id)
+        if not isinstance(joined, JoinResponse):
+            raise RuntimeError(f"{joiner.user_id} could not join {room_id}: {joined}")
+    await _wait_joined(creator, room_id, invitee)
+    return room_id
+
+
+async def _wait_joined(observer: SyncedUser, room_id: str, user_id: str) -> None:
+    try:
+        async with asyncio.timeout(JOIN_TIMEOUT_S):
+            while not await observer.has_joined(room_id, user_id):
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise RuntimeError(
+            f"{user_id} did not join {room_id} within {JOIN_TIMEOUT_S:g} s of the invite"
+        ) from None

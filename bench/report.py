@@ -1,0 +1,62 @@
+"""The round-trip result as a table for people or as JSON for scripts."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .roundtrip import DESCRIPTIONS, KINDS, RoundTripResult
+
+COLUMNS = ("n", "p50", "p95", "mean", "min", "max")
+
+
+def as_text(result: RoundTripResult) -> str:
+    options = result.options
+    lines = [
+        (
+            f"Round trips on one local stack (Synapse {result.synapse_version}, "
+            f"{os.cpu_count()} CPUs): {options.runs} interleaved iterations after "
+            f"{options.warmup} warm-up, times in ms"
+        ),
+        "",
+        f"{'':<6} {'':<26}" + "".join(f"{column:>9}" for column in COLUMNS),
+    ]
+    for kind, summary in result.summaries().items():
+        label = f"{kind:<6} {DESCRIPTIONS[kind]:<26}"
+        if summary is None:
+            lines.append(f"{label}{'no samples':>9}")
+            continue
+        values = [f"{summary.n:>9}"] + [f"{getattr(summary, c):>9.1f}" for c in COLUMNS[1:]]
+        lines.append(label + "".join(values))
+    lines.append("")
+    for name, ratio in result.ratios().items():
+        shown = "n/a" if ratio is None else f"p50 {ratio.p50:.2f}x   p95 {ratio.p95:.2f}x"
+        lines.append(f"{name:<11} {shown}")
+    if result.error:
+        lines += ["", f"FAILED: {result.error}"]
+    return "\n".join(lines)
+
+
+def as_json(result: RoundTripResult) -> dict[str, Any]:
+    options = result.options
+    return {
+        "benchmark": "roundtrip",
+        "synapse_version": result.synapse_version,
+        "cpus": os.cpu_count(),
+        "runs": options.runs,
+        "warmup": options.warmup,
+        "timeout_s": options.timeout_s,
+        "unit": "ms",
+        "results": {
+            kind: {
+                "description": DESCRIPTIONS[kind],
+                **(summary.as_dict() if summary else {"n": 0}),
+            }
+            for kind, summary in result.summaries().items()
+        },
+        "ratios": {
+            name: ratio.as_dict() if ratio else None for name, ratio in result.ratios().items()
+        },
+        "samples": {kind: [round(ms, 2) for ms in result.samples[kind]] for kind in KINDS},
+        "error": result.error,
+    }
