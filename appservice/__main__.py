@@ -1,11 +1,11 @@
 """The `unityplan` command line.
 
-    unityplan [-c CONFIG] run
-    unityplan dev [--data-dir DIR]
-    unityplan [-c CONFIG] registration generate [-o FILE] [--rotate]
-    unityplan [-c CONFIG] registration check [-r FILE]
-    unityplan [-c CONFIG] db migrate
-    unityplan [-c CONFIG] territory info
+unityplan [-c CONFIG] run
+unityplan dev [--data-dir DIR]
+unityplan [-c CONFIG] registration generate [-o FILE] [--rotate]
+unityplan [-c CONFIG] registration check [-r FILE]
+unityplan [-c CONFIG] db migrate
+unityplan [-c CONFIG] territory info
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from .config import Config, ConfigError, LoggingConfig, example_config_text, load_config
 from .logs import setup_logging
@@ -32,37 +32,54 @@ EXIT_STARTUP = 3
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unityplan", description="UnityPlan Matrix appservice")
-    parser.add_argument("-c", "--config", default="config.yaml", type=Path,
-                        help="the appservice config file (default: config.yaml)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        default="config.yaml",
+        type=Path,
+        help="the appservice config file (default: config.yaml)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("run", help="run the appservice for one territory")
 
-    dev = commands.add_parser("dev", help="run the whole platform locally (PostgreSQL, NATS, IPFS, "
-                                          "Synapse, the appservice)")
-    dev.add_argument("--data-dir", type=Path,
-                     default=Path(os.environ.get("UNITYPLAN_DEV_DIR", ".unityplan/dev")),
-                     help="where the stack keeps its data (default .unityplan/dev or "
-                          "$UNITYPLAN_DEV_DIR)")
-    dev.add_argument("--territories", default="dk",
-                     help="territory codes to run (one for now; default dk)")
+    dev = commands.add_parser(
+        "dev",
+        help="run the whole platform locally (PostgreSQL, NATS, IPFS, Synapse, the appservice)",
+    )
+    dev.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("UNITYPLAN_DEV_DIR", ".unityplan/dev")),
+        help="where the stack keeps its data (default .unityplan/dev or $UNITYPLAN_DEV_DIR)",
+    )
+    dev.add_argument(
+        "--territories", default="dk", help="territory codes to run (one for now; default dk)"
+    )
 
     registration = commands.add_parser("registration", help="the registration file for Synapse")
     reg = registration.add_subparsers(dest="action", required=True, metavar="ACTION")
     generate = reg.add_parser("generate", help="write the registration (keeps tokens)")
-    generate.add_argument("-o", "--output", type=Path, default=None,
-                          help="where to write it (default: appservice.registration of the config)")
+    generate.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="where to write it (default: appservice.registration of the config)",
+    )
     generate.add_argument("--rotate", action="store_true", help="make new as/hs tokens")
     check = reg.add_parser("check", help="compare a registration with the config")
     check.add_argument("-r", "--registration", type=Path, default=None)
 
     db = commands.add_parser("db", help="database maintenance")
     db.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
-        "migrate", help="apply migrations to the global, public and territory schemas")
+        "migrate", help="apply migrations to the global, public and territory schemas"
+    )
 
     territory = commands.add_parser("territory", help="the territory registry")
     territory.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
-        "info", help="show this territory's registry entry")
+        "info", help="show this territory's registry entry"
+    )
     return parser
 
 
@@ -70,7 +87,9 @@ def _load(path: Path) -> Config:
     return load_config(path)
 
 
-def _run_until_signal(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> int:
+def _run_until_signal(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> int:
     async def main() -> int:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -118,8 +137,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     setup_logging(LoggingConfig())
     territories = [t.strip() for t in args.territories.split(",") if t.strip()]
     if len(territories) != 1:
-        print("unityplan dev: one territory at a time for now (e.g. --territories dk).",
-              file=sys.stderr)
+        print(
+            "unityplan dev: one territory at a time for now (e.g. --territories dk).",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     dev = DevStack(args.data_dir, territories[0])
     return _run_until_signal(dev.start, dev.stop)
@@ -154,13 +175,18 @@ def cmd_db_migrate(config: Config) -> int:
 
     async def main() -> None:
         global_db = Database(config.database.url, name="global", max_size=2)
-        territory_db = (Database(config.database.territory_url, name="territory", max_size=2)
-                        if config.database.territory_url else global_db)
+        territory_db = (
+            Database(config.database.territory_url, name="territory", max_size=2)
+            if config.database.territory_url
+            else global_db
+        )
         await global_db.start()
         if territory_db is not global_db:
             await territory_db.start()
         try:
-            applied = await migrate_all(global_db, territory_db, territory_code(config.territory.code))
+            applied = await migrate_all(
+                global_db, territory_db, territory_code(config.territory.code)
+            )
         finally:
             await global_db.stop()
             if territory_db is not global_db:
@@ -185,14 +211,25 @@ def cmd_territory_info(config: Config) -> int:
         finally:
             await db.stop()
         if territory is None:
-            print(f"Territory {config.territory.code} is not registered yet; "
-                  "it is registered when the appservice starts.", file=sys.stderr)
+            print(
+                f"Territory {config.territory.code} is not registered yet; "
+                "it is registered when the appservice starts.",
+                file=sys.stderr,
+            )
             return 1
-        print(json.dumps({"code": territory.code, "name": territory.name,
-                          "server_name": territory.server_name,
-                          "homeserver_url": territory.homeserver_url,
-                          "database_dsn": territory.database_dsn,
-                          "settings": territory.settings}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "code": territory.code,
+                    "name": territory.name,
+                    "server_name": territory.server_name,
+                    "homeserver_url": territory.homeserver_url,
+                    "database_dsn": territory.database_dsn,
+                    "settings": territory.settings,
+                },
+                indent=2,
+            )
+        )
         return 0
 
     return asyncio.run(main())
@@ -204,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_dev(args)
     if args.command == "run" and not args.config.exists():
         args.config.write_text(example_config_text())
-        print(f"unityplan: {args.config} did not exist; wrote the example config there. Edit it, "
-              "then run `unityplan registration generate` and `unityplan run`.", file=sys.stderr)
+        print(
+            f"unityplan: {args.config} did not exist; wrote the example config there. Edit it, "
+            "then run `unityplan registration generate` and `unityplan run`.",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     try:
         config = _load(args.config)

@@ -60,8 +60,12 @@ class Platform:
         db = config.database
         self.global_db = Database(db.url, name="global", min_size=db.pool_min, max_size=db.pool_max)
         self.territory_db = (
-            Database(db.territory_url, name=f"territory_{self.territory}",
-                     min_size=db.pool_min, max_size=db.pool_max)
+            Database(
+                db.territory_url,
+                name=f"territory_{self.territory}",
+                min_size=db.pool_min,
+                max_size=db.pool_max,
+            )
             if db.territory_url and db.territory_url != db.url
             else self.global_db
         )
@@ -81,7 +85,9 @@ class Platform:
         )
         self.router = CommandRouter(config.commands.prefix, self.permissions, self.metrics)
         self.router.register(HelpCommands(self.router))
-        self.router.register(TerritoryCommands(self.territories, self.territory, config.bot_user_id))
+        self.router.register(
+            TerritoryCommands(self.territories, self.territory, config.bot_user_id)
+        )
 
         self.queries = NamespaceQueries()
         self.dispatcher = Dispatcher(
@@ -110,8 +116,11 @@ class Platform:
         self.health = HealthChecks(
             {
                 "database": self.global_db.ping,
-                **({"territory_database": self.territory_db.ping}
-                   if self.territory_db is not self.global_db else {}),
+                **(
+                    {"territory_database": self.territory_db.ping}
+                    if self.territory_db is not self.global_db
+                    else {}
+                ),
                 "nats": self.nats.round_trip_ms,
                 "ipfs": self.ipfs.round_trip_ms,
                 "homeserver": self.matrix.check_reachable,

@@ -15,9 +15,12 @@ class DevStack:
     def __init__(self, data_dir: Path, territory: str) -> None:
         self.data_dir = data_dir.resolve()
         self.stack = LocalStack(
-            StackOptions(data_dir=self.data_dir, territory=territory,
-                         territory_name=f"{territory.upper()} (local development)",
-                         well_known_ports=True)
+            StackOptions(
+                data_dir=self.data_dir,
+                territory=territory,
+                territory_name=f"{territory.upper()} (local development)",
+                well_known_ports=True,
+            )
         )
         self.stack_json = self.data_dir / "stack.json"
 
@@ -27,8 +30,11 @@ class DevStack:
         handler = logging.FileHandler(logs / "appservice.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
-        print(f"Starting the local stack in {self.data_dir} (first start installs the IPFS node's "
-              "npm packages; that takes a few minutes)...", flush=True)
+        print(
+            f"Starting the local stack in {self.data_dir} (first start installs the IPFS node's "
+            "npm packages; that takes a few minutes)...",
+            flush=True,
+        )
         await self.stack.start()
         info = self.stack.info()
         tmp = self.stack_json.with_suffix(".tmp")
@@ -44,17 +50,17 @@ class DevStack:
         return f"""
 UnityPlan is running.
 
-  Homeserver (for your Matrix client): {info['homeserver_url']}
-  Bot:                                 {info['bot_user_id']}
-  Appservice API, /health, /metrics:   {info['api_url']}
+  Homeserver (for your Matrix client): {info["homeserver_url"]}
+  Bot:                                 {info["bot_user_id"]}
+  Appservice API, /health, /metrics:   {info["api_url"]}
   Demo users:
 {users}
 
 Log in with Element or any Matrix client: choose "custom homeserver", enter
-{info['homeserver_url']}, then a demo user's name and password. Start a chat with
-{info['bot_user_id']} and send !help.
+{info["homeserver_url"]}, then a demo user's name and password. Start a chat with
+{info["bot_user_id"]} and send !help.
 
-Everything about this stack is in {self.stack_json}; logs are in {info['logs_dir']}.
+Everything about this stack is in {self.stack_json}; logs are in {info["logs_dir"]}.
 Press Ctrl-C to stop (your data stays in {self.data_dir}).
 """
 

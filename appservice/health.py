@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from . import __version__
 
@@ -28,7 +29,7 @@ class HealthChecks:
     async def health(self) -> tuple[int, dict[str, Any]]:
         names = list(self.checks)
         results = await asyncio.gather(*(_timed(self.checks[name]) for name in names))
-        checks = dict(zip(names, results))
+        checks = dict(zip(names, results, strict=True))
         down = [name for name, result in checks.items() if result["status"] != "up"]
         if not down:
             status = "healthy"
@@ -38,7 +39,7 @@ class HealthChecks:
             status = "degraded"
         body = {
             "status": status,
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "version": __version__,
             "checks": checks,
         }

@@ -30,12 +30,15 @@ class BotInviteHandler:
         if inviter_server != self.server_name:
             log.info("Declining invite to %s from remote user %s", event.room_id, event.sender)
             await bot.leave_room(
-                event.room_id, reason="This bot only joins rooms on invitation from its own homeserver."
+                event.room_id,
+                reason="This bot only joins rooms on invitation from its own homeserver.",
             )
             return
         try:
             await bot.join_room_by_id(event.room_id)
         except MatrixError as exc:
-            log.warning("Could not join %s after an invite from %s: %s", event.room_id, event.sender, exc)
+            log.warning(
+                "Could not join %s after an invite from %s: %s", event.room_id, event.sender, exc
+            )
             return
         log.info("Joined %s on invitation from %s", event.room_id, event.sender)

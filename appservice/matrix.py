@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import aiohttp
+from mautrix.api import Method
+from mautrix.api import Path as ClientPath
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store import MemoryStateStore
-from mautrix.api import Method
-from mautrix.api import Path as ClientPath
 from mautrix.errors import MatrixError
 from mautrix.types import UserID
+from mautrix.util.logging import TraceLogger
 
 from .config import Config
 
@@ -40,15 +42,13 @@ class MatrixConnection:
         self._api: AppServiceAPI | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=100, ssl=None if self.config.homeserver.verify_ssl else False
-        )
+        connector = aiohttp.TCPConnector(limit=100, ssl=self.config.homeserver.verify_ssl)
         self._session = aiohttp.ClientSession(connector=connector)
         self._api = AppServiceAPI(
             base_url=self.config.homeserver.address,
             bot_mxid=self.bot_user_id,
             token=self.as_token,
-            log=logging.getLogger("unityplan.matrix.api"),
+            log=cast(TraceLogger, logging.getLogger("unityplan.matrix.api")),
             state_store=self.state_store,
             client_session=self._session,
             default_retry_count=2,
@@ -93,8 +93,10 @@ class MatrixConnection:
                     retry_count=0,
                 )
                 break
-            except (MatrixError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                log.info("Homeserver not reachable for a ping yet (%s); retrying in %.1f s", exc, delay)
+            except (TimeoutError, MatrixError, aiohttp.ClientError, OSError) as exc:
+                log.info(
+                    "Homeserver not reachable for a ping yet (%s); retrying in %.1f s", exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         log.info("Homeserver answered the appservice ping")

@@ -6,7 +6,8 @@ room). A query nobody resolves is answered 404.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 Resolver = Callable[[str], Awaitable[bool]]
 

@@ -13,7 +13,8 @@ import hmac
 import json
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -104,8 +105,11 @@ class HomeserverEndpoints:
         raw_events = body.get("events", [])
         events = [e for e in raw_events if _valid_event(e)]
         if len(events) != len(raw_events):
-            log.warning("Transaction %s: skipped %d malformed events",
-                        request.match_info["txn_id"], len(raw_events) - len(events))
+            log.warning(
+                "Transaction %s: skipped %d malformed events",
+                request.match_info["txn_id"],
+                len(raw_events) - len(events),
+            )
         txn_id = request.match_info["txn_id"]
         replayed = await self._handle_once(txn_id, events)
         self.metrics.transactions.labels("replayed" if replayed else "handled").inc()

@@ -13,8 +13,9 @@ root hands the handler object to ``CommandRouter.register``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .permissions import Permission
 
@@ -22,6 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 Parser = Callable[[str], Any]
 
 SPEC_ATTR = "__unityplan_command__"
+PENDING_ATTR = "__unityplan_pending__"
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,10 @@ class _Pending:
 
 
 def _pending(func: Callable[..., Any]) -> _Pending:
-    pending = getattr(func, "__unityplan_pending__", None)
+    pending = getattr(func, PENDING_ATTR, None)
     if pending is None:
         pending = _Pending()
-        setattr(func, "__unityplan_pending__", pending)
+        setattr(func, PENDING_ATTR, pending)
     return pending
 
 
@@ -97,7 +99,7 @@ def command(path: str, *, help: str) -> Callable[[F], F]:
             permissions=tuple(pending.permissions),
         )
         rest = [a for a in spec.arguments if a.rest]
-        if rest and spec.arguments[-1] is not rest[0] or len(rest) > 1:
+        if (rest and spec.arguments[-1] is not rest[0]) or len(rest) > 1:
             raise TypeError(f"{path}: only the last argument may take the rest of the line")
         setattr(func, SPEC_ATTR, spec)
         return func

@@ -18,9 +18,7 @@ class HelpCommands:
     async def help(self, ctx: CommandContext, command: str | None) -> None:
         router = self.router
         allowed = [
-            spec
-            for spec in router.commands
-            if await router.may_run(spec, ctx.sender, ctx.room_id)
+            spec for spec in router.commands if await router.may_run(spec, ctx.sender, ctx.room_id)
         ]
         if command:
             words = command.removeprefix(ctx.prefix).split()

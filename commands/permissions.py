@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from mautrix.types import PowerLevelStateEventContent, RoomID, UserID
 
@@ -62,9 +63,9 @@ class PermissionChecker:
         for grant in self._grants[permission]:
             if grant == user_id:
                 return True
-            if grant.startswith("badge:") and self.holds_badge is not None:
-                if await self.holds_badge(user_id, grant.removeprefix("badge:")):
-                    return True
+            holder_of = grant.removeprefix("badge:") if grant.startswith("badge:") else None
+            if holder_of and self.holds_badge and await self.holds_badge(user_id, holder_of):
+                return True
         return False
 
     async def missing(

@@ -13,8 +13,9 @@ import re
 import secrets
 import shlex
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from mautrix.types import EventID, RoomID, UserID
 
@@ -243,14 +244,11 @@ def _convert(parser: Callable[[str], Any], raw: str, label: str) -> Any:
 
 
 def _usage(spec: CommandSpec, prefix: str, problem: str) -> str:
-    return (
-        f"Usage: {code(spec.usage(prefix))}<br>{escape(spec.help)}"
-        + (f"<br><em>{escape(problem)}</em>" if problem else "")
+    return f"Usage: {code(spec.usage(prefix))}<br>{escape(spec.help)}" + (
+        f"<br><em>{escape(problem)}</em>" if problem else ""
     )
 
 
 def _denied(spec: CommandSpec, missing: list[Permission], prefix: str) -> str:
     names = ", ".join(p.value for p in missing)
-    return (
-        f"You may not run {code(prefix + spec.name)}: it needs the {escape(names)} permission."
-    )
+    return f"You may not run {code(prefix + spec.name)}: it needs the {escape(names)} permission."

@@ -12,7 +12,9 @@ from .router import CommandContext
 
 
 class TerritoryCommands:
-    def __init__(self, territories: TerritoryRepository, code: TerritoryCode, bot_user_id: str) -> None:
+    def __init__(
+        self, territories: TerritoryRepository, code: TerritoryCode, bot_user_id: str
+    ) -> None:
         self.territories = territories
         self.code = code
         self.bot_user_id = bot_user_id

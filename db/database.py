@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, AsyncIterator
+from typing import Any
 
 import asyncpg
 
@@ -67,13 +68,12 @@ class Database:
         if current is not None:
             yield current
             return
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                token = self._current.set(conn)
-                try:
-                    yield conn
-                finally:
-                    self._current.reset(token)
+        async with self.pool.acquire() as conn, conn.transaction():
+            token = self._current.set(conn)
+            try:
+                yield conn
+            finally:
+                self._current.reset(token)
 
     async def execute(self, query: str, *args: Any) -> str:
         async with self.acquire() as conn:

@@ -41,8 +41,9 @@ ALL_INTERFACES = {"0.0.0.0", "::"}
 _REFERENCE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
 )
-_BRACED = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|-|:\?|\?|:\+|\+)(?P<arg>.*))?",
-                     re.S)
+_BRACED = re.compile(
+    r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|-|:\?|\?|:\+|\+)(?P<arg>.*))?", re.DOTALL
+)
 
 
 def _references(text: str) -> list[tuple[str, str | None]]:
@@ -111,7 +112,9 @@ def _load_compose() -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str
 RAW, COMPOSE, REFERENCES = _load_compose()
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 TERRITORIES = sorted(
-    match[1] for name in SERVICES if (match := re.fullmatch(r"appservice-([a-z][a-z0-9_]{1,30})", name))
+    match[1]
+    for name in SERVICES
+    if (match := re.fullmatch(r"appservice-([a-z][a-z0-9_]{1,30})", name))
 )
 
 
@@ -147,12 +150,14 @@ def _mounts(service: str) -> list[dict[str, Any]]:
             source, target = volume.get("source", ""), volume["target"]
             read_only = bool(volume.get("read_only"))
             kind = volume.get("type", "volume")
-        mounts.append({
-            "type": kind,
-            "source": (COMPOSE_FILE.parent / source).resolve() if kind == "bind" else source,
-            "target": PurePosixPath(target),
-            "read_only": read_only,
-        })
+        mounts.append(
+            {
+                "type": kind,
+                "source": (COMPOSE_FILE.parent / source).resolve() if kind == "bind" else source,
+                "target": PurePosixPath(target),
+                "read_only": read_only,
+            }
+        )
     return mounts
 
 
@@ -164,9 +169,9 @@ def _host_path(service: str, container_path: PurePosixPath | str) -> Path:
         if mount["type"] != "bind":
             continue
         target = mount["target"]
-        if container_path == target or target in container_path.parents:
-            if best is None or len(target.parts) > len(best["target"].parts):
-                best = mount
+        covers = container_path == target or target in container_path.parents
+        if covers and (best is None or len(target.parts) > len(best["target"].parts)):
+            best = mount
     assert best is not None, f"{service} has no bind mount for {container_path}"
     return best["source"] / container_path.relative_to(best["target"])
 
@@ -219,8 +224,9 @@ def _load_yaml(path: Path) -> Any:
 
 def _config(code: str) -> Config:
     service = f"appservice-{code}"
-    return load_config(_host_path(service, _config_container_path(service)),
-                       environ=_environment(service))
+    return load_config(
+        _host_path(service, _config_container_path(service)), environ=_environment(service)
+    )
 
 
 def _homeserver(code: str) -> tuple[dict[str, Any], Path]:
@@ -255,15 +261,19 @@ def _init_sql() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """(role -> env var holding its password, database -> owner, database -> CREATE statement)."""
     scripts: list[Path] = []
     for mount in _mounts("postgres"):
-        if mount["type"] == "bind" and str(mount["target"]).startswith("/docker-entrypoint-initdb.d"):
+        if mount["type"] == "bind" and str(mount["target"]).startswith(
+            "/docker-entrypoint-initdb.d"
+        ):
             source = mount["source"]
             scripts += sorted(source.rglob("*.sql")) if source.is_dir() else [source]
     assert scripts, "postgres mounts no init script into /docker-entrypoint-initdb.d"
     text = "\n".join(path.read_text("utf-8") for path in scripts)
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-    getenv = dict(re.findall(r"^\\getenv\s+(\w+)\s+(\w+)\s*$", text, re.M))
-    roles = {role: getenv[var] for role, var in
-             re.findall(r"CREATE ROLE (\w+) LOGIN PASSWORD %L', :'(\w+)'", text)}
+    getenv = dict(re.findall(r"^\\getenv\s+(\w+)\s+(\w+)\s*$", text, re.MULTILINE))
+    roles = {
+        role: getenv[var]
+        for role, var in re.findall(r"CREATE ROLE (\w+) LOGIN PASSWORD %L', :'(\w+)'", text)
+    }
     owners = dict(re.findall(r"CREATE DATABASE (\w+) OWNER (\w+)", text))
     creates = {m[1]: m[0] for m in re.finditer(r"CREATE DATABASE (\w+)[^\n]*", text)}
     return roles, owners, creates
@@ -294,11 +304,14 @@ def test_every_bind_mounted_host_path_exists_and_named_volumes_are_declared() ->
             if mount["type"] == "bind":
                 mounted.add(mount["source"])
                 assert mount["source"].exists(), f"{service}: {mount['source']} does not exist"
-                assert REPO in mount["source"].parents, f"{service}: {mount['source']} is outside the repo"
+                assert REPO in mount["source"].parents, (
+                    f"{service}: {mount['source']} is outside the repo"
+                )
                 assert mount["read_only"], f"{service}: bind mount {mount['target']} should be :ro"
             else:
                 assert mount["source"] in declared_volumes, (
-                    f"{service}: volume {mount['source']!r} is not declared under volumes:")
+                    f"{service}: volume {mount['source']!r} is not declared under volumes:"
+                )
     # Every deployment file is used by some service (a stray one is usually a typo in a mount).
     deploy_files = {path.resolve() for path in (REPO / "deploy").rglob("*") if path.is_file()}
     assert deploy_files, "deploy/ is empty"
@@ -314,7 +327,8 @@ def test_data_services_are_only_on_internal_networks_and_publish_nothing() -> No
         for network in _networks(service):
             assert network in networks, f"{service}: network {network} is not declared"
             assert networks[network].get("internal") is True, (
-                f"{service} is on {network}, which is not internal")
+                f"{service} is on {network}, which is not internal"
+            )
         assert not SERVICES[service].get("ports"), f"{service} publishes ports"
 
 
@@ -328,15 +342,22 @@ def test_healthchecks_and_dependencies() -> None:
             assert dependency in SERVICES, f"{name} depends on unknown service {dependency}"
             if spec.get("condition") == "service_healthy":
                 assert SERVICES[dependency].get("healthcheck"), (
-                    f"{name} waits for {dependency} to be healthy, which has no healthcheck")
+                    f"{name} waits for {dependency} to be healthy, which has no healthcheck"
+                )
     for code in TERRITORIES:
-        assert SERVICES[f"appservice-{code}"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-        assert SERVICES[f"synapse-{code}"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert (
+            SERVICES[f"appservice-{code}"]["depends_on"]["postgres"]["condition"]
+            == "service_healthy"
+        )
+        assert (
+            SERVICES[f"synapse-{code}"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        )
 
 
 def test_secrets_come_from_required_variables_listed_in_env_example() -> None:
     example = dict(
-        line.split("=", 1) for line in ENV_EXAMPLE.read_text("utf-8").splitlines()
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text("utf-8").splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     )
     required = {name for name, op in REFERENCES if op in (":?", "?")}
@@ -344,18 +365,21 @@ def test_secrets_come_from_required_variables_listed_in_env_example() -> None:
     for name in required:
         assert name in example, f"{name} is required by docker-compose.yml but not in .env.example"
         assert example[name].strip() == "", (
-            f".env.example gives {name} a value; leave it empty so an unedited copy fails loudly")
+            f".env.example gives {name} a value; leave it empty so an unedited copy fails loudly"
+        )
     # Secret-looking settings are never literals in the compose file.
     for service in RAW["services"]:
         for key, value in _environment_raw(service).items():
             if re.search(r"PASSWORD|SECRET|TOKEN", key):
                 assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", value), (
-                    f"{service}: {key} must be ${{VAR:?...}}, not {value!r}")
+                    f"{service}: {key} must be ${{VAR:?...}}, not {value!r}"
+                )
     # Compose secrets sourced from the environment: the variable must be required too.
     for name, secret in (COMPOSE.get("secrets") or {}).items():
         if "environment" in secret:
             assert secret["environment"] in required, (
-                f"secret {name}: {secret['environment']} is never required with ${{VAR:?...}}")
+                f"secret {name}: {secret['environment']} is never required with ${{VAR:?...}}"
+            )
             assert secret["environment"] in example
 
 
@@ -367,7 +391,9 @@ def _environment_raw(service: str) -> dict[str, str]:
 
 
 def test_dockerfile_builds_the_package_and_runs_the_appservice() -> None:
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]["packages"]
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"][
+        "packages"
+    ]
     top_level = {package.split(".")[0] for package in packages}
     assert TERRITORIES
     for code in TERRITORIES:
@@ -382,17 +408,23 @@ def test_dockerfile_builds_the_package_and_runs_the_appservice() -> None:
         copied = " ".join(rest for key, rest in instructions if key == "COPY")
         for package in top_level | {"pyproject.toml", "README.md"}:
             assert re.search(rf"(^|\s){re.escape(package)}(\s|/|$)", copied), (
-                f"the Dockerfile does not COPY {package}, which `pip install .` needs")
+                f"the Dockerfile does not COPY {package}, which `pip install .` needs"
+            )
         assert any(key == "RUN" and "pip install" in rest for key, rest in instructions)
         assert any(key == "USER" and rest not in ("root", "0") for key, rest in instructions), (
-            "the appservice image should not run as root")
+            "the appservice image should not run as root"
+        )
 
         argv = _argv(service)
         config_path = _config_container_path(service)
         assert argv == ["unityplan", "-c", str(config_path), "run"]
         assert _host_path(service, config_path).is_file()
-        exposed = {int(port.split("/")[0]) for key, rest in instructions if key == "EXPOSE"
-                   for port in rest.split()}
+        exposed = {
+            int(port.split("/")[0])
+            for key, rest in instructions
+            if key == "EXPOSE"
+            for port in rest.split()
+        }
         assert _config(code).appservice.port in exposed
     ignored = (REPO / ".dockerignore").read_text("utf-8").split()
     assert ".env" in ignored and ".venv" in ignored and ".git" in ignored
@@ -410,7 +442,7 @@ def test_config_loads_with_the_environment_compose_gives_it(code: str) -> None:
     assert config.territory.code == code
     # Without compose's UNITYPLAN_DATABASE_URL the committed placeholder is refused: the real
     # password lives only in .env.
-    with pytest.raises(ConfigError, match="database.url"):
+    with pytest.raises(ConfigError, match=r"database\.url"):
         load_config(config_file, environ={})
     url = urlsplit(_environment(service)["UNITYPLAN_DATABASE_URL"])
     assert url.password == _dummy("UNITYPLAN_DB_PASSWORD")
@@ -428,7 +460,8 @@ def test_appservice_listens_where_the_registration_says(code: str) -> None:
     assert url.port == config.appservice.port
     assert registration["url"] == config.appservice.address
     assert config.appservice.hostname in ALL_INTERFACES, (
-        "the appservice must listen on all interfaces of its container to be reachable")
+        "the appservice must listen on all interfaces of its container to be reachable"
+    )
     health = " ".join(SERVICES[service]["healthcheck"]["test"])
     match = re.search(r"https?://(?:127\.0\.0\.1|localhost):(\d+)/health\b", health)
     assert match, f"{service}'s healthcheck does not GET /health: {health}"
@@ -450,7 +483,8 @@ def test_synapse_and_appservice_mount_the_same_registration_which_agrees_with_th
     listed = homeserver.get("app_service_config_files") or []
     synapse_sees = {_host_path(f"synapse-{code}", path).resolve() for path in listed}
     assert registration_file.resolve() in synapse_sees, (
-        f"synapse-{code} does not list the appservice's registration in app_service_config_files")
+        f"synapse-{code} does not list the appservice's registration in app_service_config_files"
+    )
     assert homeserver["server_name"] == config.homeserver.domain
 
     # Committed tokens are placeholders, and say how to replace them.
@@ -517,9 +551,12 @@ def test_postgres_init_creates_the_roles_and_databases_with_the_same_passwords(c
     url = urlsplit(_config(code).database.url)
     user, database = url.username, url.path.lstrip("/")
     assert user in roles, f"init.sql does not create role {user}"
-    assert owners.get(database) == user, f"init.sql does not create database {database} owned by {user}"
+    assert owners.get(database) == user, (
+        f"init.sql does not create database {database} owned by {user}"
+    )
     assert postgres_env.get(roles[user]) == url.password, (
-        f"role {user}'s password ({roles[user]} in postgres) differs from UNITYPLAN_DATABASE_URL's")
+        f"role {user}'s password ({roles[user]} in postgres) differs from UNITYPLAN_DATABASE_URL's"
+    )
 
     synapse = f"synapse-{code}"
     args = _homeserver(code)[0]["database"]["args"]

@@ -54,7 +54,9 @@ def install_node(log_path: Path) -> Path:
     with open(log_path, "ab") as out:
         result = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=staging, stdout=out, stderr=subprocess.STDOUT,
+            cwd=staging,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     if result.returncode != 0:
         raise StackError(f"npm ci for the IPFS node failed; see {log_path}")
@@ -105,9 +107,12 @@ class IpfsNode:
         env = {"IPFS_PATH": str(self.repo_dir)}
         if not (self.repo_dir / "config").exists():
             init = await asyncio.create_subprocess_exec(
-                str(jsipfs), "init", "--empty-repo",
+                str(jsipfs),
+                "init",
+                "--empty-repo",
                 env={**os.environ, **env},
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
             output, _ = await init.communicate()
             if init.returncode != 0:
@@ -126,11 +131,13 @@ class IpfsNode:
         await self.process.wait_ready(self._answers, timeout=60, what="answering its RPC API")
 
     async def _answers(self) -> bool:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
                 f"{self.api_url}/api/v0/version", timeout=aiohttp.ClientTimeout(total=2)
-            ) as resp:
-                return resp.status == 200
+            ) as resp,
+        ):
+            return resp.status == 200
 
     async def stop(self) -> None:
         if self.process is not None:

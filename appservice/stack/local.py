@@ -59,21 +59,29 @@ class LocalStack:
         self.server_name = f"{options.territory}.localhost"
         self.ports = self._ports()
         self.postgres = PostgresServer(
-            self.root / "postgres" / "data", self.ports["postgres"],
-            log_path=self.root / "logs" / "postgres.log", fast=options.fast,
+            self.root / "postgres" / "data",
+            self.ports["postgres"],
+            log_path=self.root / "logs" / "postgres.log",
+            fast=options.fast,
         )
         self.nats = NatsServer(
-            self.root / "nats", self.ports["nats"], self.ports["nats_monitor"],
+            self.root / "nats",
+            self.ports["nats"],
+            self.ports["nats_monitor"],
             log_path=self.root / "logs" / "nats.log",
         )
         self.ipfs = IpfsNode(
-            self.root / "ipfs", self.ports["ipfs_api"], self.ports["ipfs_gateway"],
+            self.root / "ipfs",
+            self.ports["ipfs_api"],
+            self.ports["ipfs_gateway"],
             log_path=self.root / "logs" / "ipfs.log",
         )
         self.config_path = self.root / "appservice" / "config.yaml"
         self.registration_path = self.root / "appservice" / "registration.yaml"
         self.synapse = SynapseServer(
-            self.root / "synapse", self.server_name, self.ports["synapse"],
+            self.root / "synapse",
+            self.server_name,
+            self.ports["synapse"],
             [self.registration_path, *options.extra_registrations],
         )
         self.platform: Platform | None = None
@@ -82,8 +90,15 @@ class LocalStack:
 
     def _ports(self) -> dict[str, int]:
         """Ports are remembered in the data folder so a restarted dev stack keeps its URLs."""
-        known = {"synapse": 8008, "appservice": 29333, "postgres": 5432, "nats": 4222,
-                 "nats_monitor": 8222, "ipfs_api": 5001, "ipfs_gateway": 9090}
+        known = {
+            "synapse": 8008,
+            "appservice": 29333,
+            "postgres": 5432,
+            "nats": 4222,
+            "nats_monitor": 8222,
+            "ipfs_api": 5001,
+            "ipfs_gateway": 9090,
+        }
         saved_path = self.root / "ports.json"
         saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
         ports = {}
@@ -126,16 +141,26 @@ class LocalStack:
         port = self.ports["appservice"]
         write_config(
             {
-                "territory": {"code": self.options.territory, "name": self.options.territory_name,
-                              "data_residency": self.options.territory},
+                "territory": {
+                    "code": self.options.territory,
+                    "name": self.options.territory_name,
+                    "data_residency": self.options.territory,
+                },
                 "homeserver": {"address": self.synapse.url, "domain": self.server_name},
-                "appservice": {"address": f"http://127.0.0.1:{port}", "hostname": "127.0.0.1",
-                               "port": port, "registration": str(self.registration_path)},
+                "appservice": {
+                    "address": f"http://127.0.0.1:{port}",
+                    "hostname": "127.0.0.1",
+                    "port": port,
+                    "registration": str(self.registration_path),
+                },
                 "database": {"url": self.postgres.dsn()},
                 "nats": {"url": self.nats.url},
                 "ipfs": {"api_url": self.ipfs.api_url},
-                "permissions": {"admins": [admin], "badge_issuers": [admin],
-                                "course_admins": [admin]},
+                "permissions": {
+                    "admins": [admin],
+                    "badge_issuers": [admin],
+                    "course_admins": [admin],
+                },
             },
             self.config_path,
         )

@@ -37,8 +37,18 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.process = ManagedProcess(
             "nats-server",
-            [find_nats_server(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
-             "-p", str(self.port), "-m", str(self.monitor_port)],
+            [
+                find_nats_server(),
+                "-js",
+                "-sd",
+                str(self.store_dir),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-m",
+                str(self.monitor_port),
+            ],
             log_path=self.log_path,
         )
         self.process.start()

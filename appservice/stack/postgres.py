@@ -99,11 +99,21 @@ class PostgresServer:
         try:
             result = subprocess.run(
                 [
-                    str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-                    f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
-                    "--encoding=UTF8", "--locale=C", "--no-sync",
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
                 ],
-                capture_output=True, text=True, user=self.user,
+                capture_output=True,
+                text=True,
+                user=self.user,
             )
         finally:
             pwfile.unlink(missing_ok=True)
@@ -117,18 +127,34 @@ class PostgresServer:
         if stale_pid.exists():
             stale_pid.unlink()  # a previous run was killed; the port check below guards us
         settings = [
-            "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
-            "-c", f"unix_socket_directories={self.data_dir}", "-c", "max_connections=200",
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(self.port),
+            "-c",
+            f"unix_socket_directories={self.data_dir}",
+            "-c",
+            "max_connections=200",
         ]
         if self.fast:
-            settings += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                         "-c", "full_page_writes=off"]
+            settings += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         self.process = ManagedProcess(
-            "postgres", [str(self.bin / "postgres"), "-D", str(self.data_dir), *settings],
-            log_path=self.log_path, user=self.user,
+            "postgres",
+            [str(self.bin / "postgres"), "-D", str(self.data_dir), *settings],
+            log_path=self.log_path,
+            user=self.user,
         )
         self.process.start()
-        await self.process.wait_ready(self._accepts_connections, timeout=30, what="accepting connections")
+        await self.process.wait_ready(
+            self._accepts_connections, timeout=30, what="accepting connections"
+        )
         await self._ensure_database()
 
     async def _accepts_connections(self) -> bool:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence
 
 log = logging.getLogger("unityplan.stack")
 
@@ -68,7 +69,9 @@ class ManagedProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
-            out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(self.argv)}\n".encode())
+            out.write(
+                f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(self.argv)}\n".encode()
+            )
             out.flush()
             try:
                 self.process = subprocess.Popen(
@@ -128,9 +131,7 @@ class ManagedProcess:
             await asyncio.sleep(0.05)
         if proc.poll() is None:
             log.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
         log.info("Stopped %s", self.name)

@@ -72,8 +72,10 @@ class SynapseServer:
             "app_service_config_files": json.dumps([str(p) for p in self.registrations]),
             **self._secrets(),
         }
-        for template, target in (("homeserver.template.yaml", self.config_path),
-                                 ("log.template.yaml", self.data_dir / "log.yaml")):
+        for template, target in (
+            ("homeserver.template.yaml", self.config_path),
+            ("log.template.yaml", self.data_dir / "log.yaml"),
+        ):
             text = Template((TEMPLATES / template).read_text()).substitute(values)
             target.write_text(text)
         signing_key = self.data_dir / "signing.key"
@@ -107,10 +109,23 @@ class SynapseServer:
             async with session.get(endpoint) as resp:
                 nonce = (await resp.json())["nonce"]
             mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
-            mac.update(b"\x00".join([nonce.encode(), localpart.encode(), password.encode(),
-                                     b"admin" if admin else b"notadmin"]))
-            body = {"nonce": nonce, "username": localpart, "password": password,
-                    "admin": admin, "mac": mac.hexdigest()}
+            mac.update(
+                b"\x00".join(
+                    [
+                        nonce.encode(),
+                        localpart.encode(),
+                        password.encode(),
+                        b"admin" if admin else b"notadmin",
+                    ]
+                )
+            )
+            body = {
+                "nonce": nonce,
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            }
             if displayname:
                 body["displayname"] = displayname
             async with session.post(endpoint, json=body) as resp:

@@ -46,8 +46,10 @@ class NatsClient:
                 self._connected.set()
                 log.info("Connected to NATS at %s", self.url)
                 return
-            except (NatsError, OSError, asyncio.TimeoutError) as exc:
-                log.warning("NATS at %s not reachable (%s); retrying in %.1f s", self.url, exc, delay)
+            except (TimeoutError, NatsError, OSError) as exc:
+                log.warning(
+                    "NATS at %s not reachable (%s); retrying in %.1f s", self.url, exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
 
@@ -76,7 +78,7 @@ class NatsClient:
         if not client.is_connected:
             raise ConnectionError("not connected to NATS")
         started = time.monotonic()
-        await client.flush(timeout=timeout)
+        await client.flush(timeout=max(1, round(timeout)))
         return (time.monotonic() - started) * 1000
 
     async def stop(self) -> None:

@@ -5,8 +5,9 @@ A migration is never edited once shipped: add a new vNNN module and list it belo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Literal
+from typing import Literal
 
 import asyncpg
 

@@ -29,8 +29,14 @@ def _descendants(pid: int) -> list[psutil.Process]:
 async def test_unityplan_dev_runs_answers_and_stops() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="unityplan-dev-e2e-"))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "appservice", "dev", "--data-dir", str(data_dir),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "appservice",
+        "dev",
+        "--data-dir",
+        str(data_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "UNITYPLAN_DEV_DIR": "/nonexistent"},  # --data-dir wins
     )
     stack_json = data_dir / "stack.json"
@@ -42,8 +48,18 @@ async def test_unityplan_dev_runs_answers_and_stops() -> None:
             assert time.monotonic() < deadline, "stack.json did not appear"
             await asyncio.sleep(0.2)
         info = json.loads(stack_json.read_text())
-        for key in ("homeserver_url", "server_name", "bot_user_id", "appservice_url", "api_url",
-                    "config_path", "nats_url", "ipfs_api_url", "demo_users", "territories"):
+        for key in (
+            "homeserver_url",
+            "server_name",
+            "bot_user_id",
+            "appservice_url",
+            "api_url",
+            "config_path",
+            "nats_url",
+            "ipfs_api_url",
+            "demo_users",
+            "territories",
+        ):
             assert key in info, key
         assert {u["role"] for u in info["demo_users"]} == {"admin", "member"}
         assert Path(info["config_path"]).is_file()
@@ -66,7 +82,7 @@ async def test_unityplan_dev_runs_answers_and_stops() -> None:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 60)
         assert process.returncode == 0
-        gone, alive = psutil.wait_procs(children, timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == [], [p.cmdline() for p in alive]
         assert not stack_json.exists()
         assert (data_dir / "logs" / "postgres.log").exists()
@@ -92,7 +108,9 @@ async def _help_reply(client: AsyncClient, room_id: str, bot: str) -> str:
         since = response.next_batch
         room = client.rooms.get(room_id)
         if not sent and room is not None and bot in room.users:
-            await client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "!help"})
+            await client.room_send(
+                room_id, "m.room.message", {"msgtype": "m.text", "body": "!help"}
+            )
             sent = True
         joined = response.rooms.join.get(room_id)
         for event in joined.timeline.events if joined else []:

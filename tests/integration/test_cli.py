@@ -11,8 +11,12 @@ from appservice.stack.local import LocalStack
 
 async def _unityplan(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "appservice", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "appservice",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode is not None
@@ -22,7 +26,11 @@ async def _unityplan(*args: str) -> tuple[int, str, str]:
 async def test_db_migrate_is_up_to_date_after_start(stack: LocalStack) -> None:
     code, out, err = await _unityplan("-c", str(stack.config_path), "db", "migrate")
     assert code == 0, err
-    assert out.splitlines() == ["global: up to date", "public: up to date", "territory_dk: up to date"]
+    assert out.splitlines() == [
+        "global: up to date",
+        "public: up to date",
+        "territory_dk: up to date",
+    ]
 
 
 async def test_territory_info(stack: LocalStack) -> None:

@@ -119,11 +119,16 @@ async def test_namespace_is_exclusive(stack) -> None:  # type: ignore[no-untyped
     """Nobody but the appservice may register users in its namespace."""
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             f"{stack.synapse.url}/_matrix/client/v3/register",
-            json={"username": "unity_intruder", "password": "pw-123456789",
-                  "auth": {"type": "m.login.dummy"}},
-        ) as resp:
-            answer = await resp.json()
+            json={
+                "username": "unity_intruder",
+                "password": "pw-123456789",
+                "auth": {"type": "m.login.dummy"},
+            },
+        ) as resp,
+    ):
+        answer = await resp.json()
     assert resp.status == 400 and answer["errcode"] == "M_EXCLUSIVE"

@@ -15,7 +15,9 @@ from db.setup import migrate_all
 from db.territory import InvalidTerritoryCode, territory_code, territory_schema
 
 
-@pytest.mark.parametrize("bad", ["DK", "d", "dk-1", "dk; DROP TABLE x", "1dk", "a" * 32, "", "dk\n"])
+@pytest.mark.parametrize(
+    "bad", ["DK", "d", "dk-1", "dk; DROP TABLE x", "1dk", "a" * 32, "", "dk\n"]
+)
 def test_bad_territory_codes_never_reach_sql(bad: str) -> None:
     with pytest.raises(InvalidTerritoryCode):
         territory_schema(bad)
@@ -45,13 +47,17 @@ async def test_territory_is_registered_without_password(platform: Platform) -> N
     assert territory.server_name == platform.config.homeserver.domain
     assert territory.settings["allow_cross_border"] is True
     assert "@" in territory.database_dsn
-    assert ":" + platform.config.database.url.split(":")[2].split("@")[0] + "@" not in territory.database_dsn
+    assert (
+        ":" + platform.config.database.url.split(":")[2].split("@")[0] + "@"
+        not in territory.database_dsn
+    )
     assert dsn_without_password("postgresql://u:pw@h:5/db") == "postgresql://u@h:5/db"
 
 
 async def test_audit_log_is_append_only(platform: Platform) -> None:
-    entry_id = await platform.audit.record("@admin:dk.localhost", "test.checked", target="x",
-                                           details={"n": 1})
+    entry_id = await platform.audit.record(
+        "@admin:dk.localhost", "test.checked", target="x", details={"n": 1}
+    )
     recent = await platform.audit.recent(5)
     assert recent[0].id == entry_id and recent[0].details == {"n": 1}
     with pytest.raises(asyncpg.RaiseError, match="append-only"):

@@ -9,9 +9,8 @@ from tests.matrix_user import MatrixUser
 
 
 async def _get(url: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as resp:
-            return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
 
 
 async def test_health_reports_every_dependency(stack: LocalStack) -> None:

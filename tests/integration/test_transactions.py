@@ -33,14 +33,16 @@ def _command_event(room_id: str, sender: str, text: str) -> dict[str, Any]:
 async def _put(stack: LocalStack, txn_id: str, payload: Any, token: str | None) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     data = payload if isinstance(payload, bytes) else None
-    async with aiohttp.ClientSession() as session:
-        async with session.put(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(
             _url(stack, txn_id),
             data=data,
             json=None if data is not None else payload,
             headers=headers,
-        ) as resp:
-            return resp.status, await resp.json()
+        ) as resp,
+    ):
+        return resp.status, await resp.json()
 
 
 async def _settle(user: MatrixUser, room: str) -> None:
@@ -61,7 +63,9 @@ async def test_missing_token_is_401_and_wrong_token_403_without_effect(
     status, answer = await _put(stack, txn_forged, {"events": [event]}, token="forged-" + "x" * 40)
     assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
     # The as_token is not the hs_token either.
-    status, answer = await _put(stack, txn_forged, {"events": [event]}, token=stack.platform.as_token)
+    status, answer = await _put(
+        stack, txn_forged, {"events": [event]}, token=stack.platform.as_token
+    )
     assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
     # Legacy query-parameter auth is off by default.
     async with aiohttp.ClientSession() as session:
@@ -99,7 +103,9 @@ async def test_one_bad_event_does_not_fail_the_others(stack: LocalStack, user: M
     broken_content = {**_command_event(room, user.user_id, "!help"), "content": "not an object"}
     not_an_event = {"nothing": "here"}
     status, _ = await _put(
-        stack, f"t-{uuid.uuid4().hex}", {"events": [not_an_event, broken_content, good]},
+        stack,
+        f"t-{uuid.uuid4().hex}",
+        {"events": [not_an_event, broken_content, good]},
         stack.platform.hs_token,
     )
     assert status == 200
@@ -142,8 +148,9 @@ async def test_same_event_in_another_transaction_is_not_handled_twice(
     room = await user.room_with_bot()
     event = _command_event(room, user.user_id, "!help")
     for _ in range(2):
-        status, _ = await _put(stack, f"t-{uuid.uuid4().hex}", {"events": [event]},
-                               stack.platform.hs_token)
+        status, _ = await _put(
+            stack, f"t-{uuid.uuid4().hex}", {"events": [event]}, stack.platform.hs_token
+        )
         assert status == 200
     await _settle(user, room)
     assert len(user.replies(room, event["event_id"])) == 1
@@ -177,8 +184,12 @@ async def test_own_echoes_are_dropped(stack: LocalStack, user: MatrixUser) -> No
     from_bot = _command_event(room, stack.config.bot_user_id, "!territory info")
     from_ghost = _command_event(room, f"@unity_someone:{stack.server_name}", "!territory info")
     from_user = _command_event(room, user.user_id, "!territory info")
-    status, _ = await _put(stack, f"t-{uuid.uuid4().hex}",
-                           {"events": [from_bot, from_ghost, from_user]}, stack.platform.hs_token)
+    status, _ = await _put(
+        stack,
+        f"t-{uuid.uuid4().hex}",
+        {"events": [from_bot, from_ghost, from_user]},
+        stack.platform.hs_token,
+    )
     assert status == 200
     await _settle(user, room)
     assert user.replies(room, from_bot["event_id"]) == []

@@ -89,7 +89,8 @@ def test_cli_exits_non_zero_with_the_sentence(tmp_path: Path) -> None:
     path = _write(tmp_path, "territory: {code: '1bad'}\n")
     result = subprocess.run(
         [sys.executable, "-m", "appservice", "-c", str(path), "registration", "check"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("unityplan: Configuration value 'territory.code' is invalid")

@@ -39,7 +39,9 @@ def test_generate_writes_what_synapse_needs(tmp_path: Path) -> None:
     assert not pattern.fullmatch("@unity_alice:dkxexample")  # the dot is escaped
     assert not pattern.fullmatch("@alice:dk.example")
     alias = re.compile(reg["namespaces"]["aliases"][0]["regex"])
-    assert alias.fullmatch("#forum_climate:dk.example") and not alias.fullmatch("#forum_x:ca.example")
+    assert alias.fullmatch("#forum_climate:dk.example") and not alias.fullmatch(
+        "#forum_x:ca.example"
+    )
     assert (tmp_path / "registration.yaml").stat().st_mode & 0o077 == 0
 
 
@@ -91,8 +93,11 @@ def test_cli_generate_and_check(tmp_path: Path) -> None:
     out = tmp_path / "reg.yaml"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "appservice", "-c", str(config_path), *args],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "appservice", "-c", str(config_path), *args],
+            capture_output=True,
+            text=True,
+        )
 
     generated = run("registration", "generate", "-o", str(out))
     assert generated.returncode == 0, generated.stderr
@@ -100,10 +105,13 @@ def test_cli_generate_and_check(tmp_path: Path) -> None:
     assert run("registration", "generate", "-o", str(out)).returncode == 0
     assert load_registration(out)["hs_token"] == tokens
     assert run("registration", "check", "-r", str(out)).returncode == 0
-    write_config({**VALUES, "appservice": {"port": 30000, "address": "http://127.0.0.1:30000"}},
-                 config_path)
+    write_config(
+        {**VALUES, "appservice": {"port": 30000, "address": "http://127.0.0.1:30000"}}, config_path
+    )
     check = run("registration", "check", "-r", str(out))
     assert check.returncode == 1
-    assert "url is 'http://127.0.0.1:29333', the config wants 'http://127.0.0.1:30000'" in check.stderr
+    assert (
+        "url is 'http://127.0.0.1:29333', the config wants 'http://127.0.0.1:30000'" in check.stderr
+    )
     assert run("registration", "generate", "-o", str(out), "--rotate").returncode == 0
     assert load_registration(out)["hs_token"] != tokens

@@ -35,7 +35,9 @@ class Sample:
     @argument("user")
     @argument("badge")
     @option("--expires", parser=iso_date, metavar="YYYY-MM-DD")
-    async def award(self, ctx: CommandContext, user: str, badge: str, expires: dt.date | None) -> None:
+    async def award(
+        self, ctx: CommandContext, user: str, badge: str, expires: dt.date | None
+    ) -> None:
         self.calls.append({"user": user, "badge": badge, "expires": expires})
         await ctx.reply("awarded")
 
@@ -87,10 +89,15 @@ async def _run(router: CommandRouter, sender: UserID, text: str) -> tuple[Outcom
 
 async def test_arguments_and_options() -> None:
     router, sample = _router()
-    outcome, replies = await _run(router, ISSUER, "!badge award @a:dk.example first-aid --expires 2027-01-31")
+    outcome, replies = await _run(
+        router, ISSUER, "!badge award @a:dk.example first-aid --expires 2027-01-31"
+    )
     assert outcome is Outcome.OK and replies == ["awarded"]
-    assert sample.calls[-1] == {"user": "@a:dk.example", "badge": "first-aid",
-                                "expires": dt.date(2027, 1, 31)}
+    assert sample.calls[-1] == {
+        "user": "@a:dk.example",
+        "badge": "first-aid",
+        "expires": dt.date(2027, 1, 31),
+    }
     outcome, _ = await _run(router, MOD, '!mod kick @x:dk.example "spamming links" again')
     assert sample.calls[-1] == {"user": "@x:dk.example", "reason": "spamming links again"}
     await _run(router, MEMBER, "!GATE Require a b c --any")
@@ -167,11 +174,35 @@ def test_parse_arguments_inline_option_value() -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(st.text(), st.text().map(lambda t: "!" + t),
-                 st.lists(st.sampled_from(["!badge", "award", "gate", "require", "--any",
-                                           "--expires", '"', "'", "help", "mod", "kick", "!", " ",
-                                           "\n", "<b>", "2027-01-01", "@a:b"]))
-                 .map(" ".join)))
+@given(
+    st.one_of(
+        st.text(),
+        st.text().map(lambda t: "!" + t),
+        st.lists(
+            st.sampled_from(
+                [
+                    "!badge",
+                    "award",
+                    "gate",
+                    "require",
+                    "--any",
+                    "--expires",
+                    '"',
+                    "'",
+                    "help",
+                    "mod",
+                    "kick",
+                    "!",
+                    " ",
+                    "\n",
+                    "<b>",
+                    "2027-01-01",
+                    "@a:b",
+                ]
+            )
+        ).map(" ".join),
+    )
+)
 def test_any_text_runs_gets_usage_or_is_ignored(text: str) -> None:
     router, _ = _router()
     outcome, replies = asyncio.run(_run(router, ISSUER, text))
