@@ -10,7 +10,12 @@ from typing import Any
 from aiohttp import web
 from mautrix.types import RoomID
 
+from bridges.events.bus import EventBus
+from bridges.events.consumers import ConsumerSettings
+from bridges.events.metrics import EventMetrics
 from bridges.events.nats_client import NatsClient
+from bridges.events.publisher import EventPublisher
+from bridges.events.requests import BadgeCheckClient, BadgeCheckResponder, no_badges_defined
 from bridges.media.ipfs_client import IpfsClient
 from commands.help import HelpCommands
 from commands.permissions import PermissionChecker
@@ -18,6 +23,8 @@ from commands.router import CommandRouter
 from commands.territory import TerritoryCommands
 from db.database import Database
 from db.repositories.audit import AuditLog
+from db.repositories.consumed import ConsumedEventsRepository
+from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
 from db.repositories.transactions import TransactionRepository
 from db.setup import migrate_all
@@ -76,6 +83,28 @@ class Platform:
         self.territories = TerritoryRepository(self.global_db)
         self.audit = AuditLog(self.global_db, self.territory)
         self.inbox = TransactionRepository(self.territory_db, self.territory)
+
+        nats = config.nats
+        self.event_metrics = EventMetrics(self.metrics.registry)
+        self.outbox = OutboxRepository(self.territory_db, self.territory)
+        self.consumed = ConsumedEventsRepository(self.territory_db, self.territory)
+        self.events = EventPublisher(self.outbox, self.territory)
+        self.badge_checks = BadgeCheckClient(self.nats, self.territories)
+        self.event_bus = EventBus(
+            nats=self.nats,
+            db=self.territory_db,
+            outbox=self.outbox,
+            consumed=self.consumed,
+            publisher=self.events,
+            metrics=self.event_metrics,
+            # Until badges exist (courses/badges issue), every badge is unknown here.
+            responder=BadgeCheckResponder(self.nats, self.territory, no_badges_defined),
+            settings=ConsumerSettings(
+                stream=nats.stream, max_deliver=nats.max_deliver, ack_wait=nats.ack_wait_seconds
+            ),
+            duplicate_window=nats.duplicate_window_seconds,
+            max_age=nats.max_age_days * 86400,
+        )
 
         self.permissions = PermissionChecker(
             admins=config.permissions.admins,
@@ -174,7 +203,7 @@ class Platform:
         )
         self._migrated = True
 
-        for component in (self.nats, self.ipfs, self.matrix):
+        for component in (self.nats, self.event_bus, self.ipfs, self.matrix):
             await component.start()
             self._exit.push_async_callback(component.stop)
         self._exit.push_async_callback(self.background.stop)

@@ -76,6 +76,11 @@ class DatabaseConfig(_Section):
 
 class NatsConfig(_Section):
     url: str = Field(pattern=r"^(nats|tls)://")
+    stream: str = Field(default="UNITYPLAN", pattern=r"^[A-Za-z0-9_-]+$")
+    duplicate_window_seconds: int = Field(default=120, ge=1)
+    max_age_days: int = Field(default=30, ge=1)
+    max_deliver: int = Field(default=5, ge=1, le=100)
+    ack_wait_seconds: float = Field(default=30, gt=0)
 
 
 class IpfsConfig(_Section):

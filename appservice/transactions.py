@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from db.repositories.transactions import TransactionRepository
+from db.repositories.transactions import TransactionRepository, transaction_digest
 
 from .dispatcher import Dispatcher
 from .metrics import Metrics
@@ -66,7 +66,7 @@ class HomeserverEndpoints:
         self.metrics = metrics
         self.query_user = query_user
         self.query_alias = query_alias
-        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_put(PREFIX + "/transactions/{txn_id}", self.put_transaction)
@@ -118,22 +118,24 @@ class HomeserverEndpoints:
 
     async def _handle_once(self, txn_id: str, events: list[dict[str, Any]]) -> bool:
         """Record and handle a transaction; True when it was a replay (nothing was done)."""
-        running = self._in_flight.get(txn_id)
+        key = (txn_id, transaction_digest(events))
+        running = self._in_flight.get(key)
         if running is not None:
             # The same transaction is being handled right now: answer when it is done.
             await asyncio.shield(running)
             return True
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._in_flight[txn_id] = done
+        self._in_flight[key] = done
         try:
             fresh = await self.inbox.record(self.homeserver, txn_id, events)
             if fresh is None:
+                log.info("Transaction %s was handled before; answering without redoing it", txn_id)
                 return True
             await self.dispatcher.dispatch(fresh)
-            await self.inbox.complete(self.homeserver, txn_id)
+            await self.inbox.complete(self.homeserver, *key)
             return False
         finally:
-            del self._in_flight[txn_id]
+            del self._in_flight[key]
             done.set_result(None)
 
     async def recover(self) -> int:
@@ -142,8 +144,10 @@ class HomeserverEndpoints:
         if pending:
             log.info("Handling %d events left pending by the previous run", len(pending))
             await self.dispatcher.dispatch(pending)
-            for homeserver, txn_id in {(e.homeserver, e.txn_id) for e in pending}:
-                await self.inbox.complete(homeserver, txn_id)
+            for homeserver, txn_id, digest in {
+                (e.homeserver, e.txn_id, e.txn_digest) for e in pending
+            }:
+                await self.inbox.complete(homeserver, txn_id, digest)
         return len(pending)
 
     async def get_user(self, request: web.Request) -> web.Response:

@@ -86,6 +86,12 @@ class NatsClient:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._client is not None and not self._client.is_closed:
-            await self._client.drain()
+        client = self._client
+        if client is not None and not client.is_closed:
+            try:
+                if client.is_connected:
+                    await client.flush(timeout=2)  # what we sent (acks included) reaches the server
+                await client.close()
+            except (NatsError, OSError, TimeoutError) as exc:
+                log.debug("Closing the NATS connection: %s", exc)
         self._client = None

@@ -11,7 +11,7 @@ from typing import Literal
 
 import asyncpg
 
-from . import v001_foundation
+from . import v001_foundation, v002_event_spine, v003_transaction_digest
 
 Scope = Literal["global", "public", "territory"]
 
@@ -28,6 +28,8 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "global", "foundation", v001_foundation.upgrade_global),
     Migration(1, "territory", "foundation", v001_foundation.upgrade_territory),
+    Migration(2, "territory", "event spine", v002_event_spine.upgrade_territory),
+    Migration(3, "territory", "transaction digest", v003_transaction_digest.upgrade_territory),
 )
 
 

@@ -77,6 +77,14 @@ class TerritoryRepository:
         )
         return Territory.from_row(row) if row else None
 
+    async def by_server_name(self, server_name: str) -> Territory | None:
+        row = await self.db.fetchrow(
+            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text
+               FROM global.territories WHERE server_name = $1""",
+            server_name,
+        )
+        return Territory.from_row(row) if row else None
+
     async def list(self) -> list[Territory]:
         rows = await self.db.fetch(
             """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from appservice.stack.local import LocalStack
@@ -61,7 +63,12 @@ async def test_metrics_count_transactions_and_commands(stack: LocalStack, user: 
     assert stack.config is not None
     room = await user.room_with_bot()
     await user.command(room, "!territory info")
-    status, content_type, text = await _get(stack.config.appservice.address + "/metrics")
+    # The event is counted once its transaction commits, a moment after the reply was sent.
+    for _ in range(50):
+        status, content_type, text = await _get(stack.config.appservice.address + "/metrics")
+        if 'unityplan_events_total{result="handled",type="m.room.message"}' in text:
+            break
+        await asyncio.sleep(0.1)
     assert status == 200 and content_type.startswith("text/plain")
     assert 'unityplan_transactions_total{result="handled"}' in text
     assert 'unityplan_commands_total{command="territory info",outcome="ok"}' in text

@@ -195,3 +195,34 @@ async def test_own_echoes_are_dropped(stack: LocalStack, user: MatrixUser) -> No
     assert user.replies(room, from_bot["event_id"]) == []
     assert user.replies(room, from_ghost["event_id"]) == []
     assert len(user.replies(room, from_user["event_id"])) == 1
+
+
+async def test_reused_transaction_id_with_other_events_is_new_work(
+    stack: LocalStack, user: MatrixUser
+) -> None:
+    """Synapse on SQLite numbers transactions from 1 again after a restart."""
+    assert stack.platform is not None
+    room = await user.room_with_bot()
+    txn_id = f"t-{uuid.uuid4().hex}"
+    first = _command_event(room, user.user_id, "!help")
+    second = _command_event(room, user.user_id, "!help")
+    for event in (first, second, first):
+        status, _ = await _put(stack, txn_id, {"events": [event]}, stack.platform.hs_token)
+        assert status == 200
+    await _settle(user, room)
+    assert len(user.replies(room, first["event_id"])) == 1
+    assert len(user.replies(room, second["event_id"])) == 1
+
+
+async def test_bot_answers_after_the_homeserver_restarts(
+    stack: LocalStack, user: MatrixUser
+) -> None:
+    room = await user.room_with_bot()
+    for _ in range(3):
+        await user.command(room, "!help")
+    await stack.synapse.stop()
+    await stack.synapse.start()  # its transaction ids start again at 1
+    reply = await user.command(room, "!territory info")
+    assert "dk.localhost" in body(reply)
+    other_room = await user.room_with_bot()  # invites are handled too
+    assert await user.command(other_room, "!help")

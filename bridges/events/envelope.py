@@ -1,0 +1,61 @@
+"""The domain event envelope (ARCHITECTURE section 8) and its NATS subject."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from db.territory import territory_code
+
+SUBJECT_ROOT = "unityplan"
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+
+
+class EventEnvelope(BaseModel):
+    """One domain event: ``type`` is ``<aggregate>.<event>``, e.g. ``badge.awarded``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str
+    territory: str
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    actor: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if not EVENT_TYPE_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r} is not <aggregate>.<event> in lower case")
+        return value
+
+    @field_validator("territory")
+    @classmethod
+    def _territory(cls, value: str) -> str:
+        return territory_code(value)
+
+    @property
+    def subject(self) -> str:
+        return event_subject(self.territory, self.type)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> EventEnvelope:
+        return cls.model_validate_json(raw)
+
+
+def event_subject(territory: str, event_type: str) -> str:
+    """``unityplan.<territory>.<aggregate>.<event>``."""
+    return f"{SUBJECT_ROOT}.{territory_code(territory)}.{event_type}"
+
+
+def request_subject(territory: str, name: str) -> str:
+    """Subjects of request/reply services, e.g. ``unityplan.dk.badge.check``."""
+    return f"{SUBJECT_ROOT}.{territory_code(territory)}.{name}"

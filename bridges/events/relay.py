@@ -1,0 +1,123 @@
+"""The outbox relay: publishes committed outbox rows to JetStream, in order, exactly once.
+
+Each row is published with ``Nats-Msg-Id`` = event id and marked published only after the PubAck, so
+a crash or a lost acknowledgement makes it publish again, and JetStream's duplicate window drops the
+copy. While NATS is down the relay waits and retries with backoff; nothing is lost because the rows
+stay in PostgreSQL. The relay wakes on the outbox's NOTIFY (sent on commit) and also polls slowly in
+case a notification was missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import asyncpg
+
+from db.database import Database
+from db.repositories.outbox import OutboxRepository
+
+from .metrics import EventMetrics
+from .nats_client import NatsClient
+
+log = logging.getLogger("unityplan.events.relay")
+
+POLL_SECONDS = 2.0
+PUBLISH_TIMEOUT = 5.0
+MAX_BACKOFF = 15.0
+BATCH = 200
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        outbox: OutboxRepository,
+        db: Database,
+        nats: NatsClient,
+        metrics: EventMetrics,
+        *,
+        stream: str,
+    ) -> None:
+        self.outbox = outbox
+        self.db = db
+        self.nats = nats
+        self.metrics = metrics
+        self.stream = stream
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self.published = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            self._listener = await asyncpg.connect(self.db.dsn)
+            await self._listener.add_listener(self.outbox.channel, self._on_notify)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("Cannot LISTEN for outbox commits (%s); polling instead", exc)
+            self._listener = None
+
+    async def run(self) -> None:
+        """Runs until cancelled."""
+        backoff = 0.1
+        try:
+            while True:
+                await self._listen()
+                try:
+                    drained = await self._publish_pending()
+                except Exception as exc:  # NATS or PostgreSQL away: wait, then try again
+                    log.warning(
+                        "Outbox relay: %s: %s; retrying in %.1f s", type(exc).__name__, exc, backoff
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+                backoff = 0.1
+                if drained:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                    except TimeoutError:
+                        pass
+                    self._wake.clear()
+        finally:
+            if self._listener is not None:
+                await self._listener.close()
+                self._listener = None
+
+    async def _publish_pending(self) -> bool:
+        """Publish one batch; True when the outbox is empty afterwards."""
+        self._wake.clear()
+        rows = await self.outbox.unpublished(BATCH)
+        if not rows:
+            self.metrics.outbox_backlog.set(0)
+            return True
+        js = self.nats.client.jetstream()
+        for row in rows:
+            try:
+                ack = await js.publish(
+                    row.subject,
+                    row.payload.encode(),
+                    timeout=PUBLISH_TIMEOUT,
+                    stream=self.stream,
+                    headers={"Nats-Msg-Id": str(row.event_id)},
+                )
+            except Exception as exc:
+                await self.outbox.mark_failed(row.seq, f"{type(exc).__name__}: {exc}")
+                self.metrics.outbox_backlog.set(await self.outbox.backlog())
+                raise
+            await self.outbox.mark_published(row.seq, ack.seq)
+            self.published += 1
+            lag = (datetime.now(UTC) - row.created_at).total_seconds()
+            self.metrics.publish_lag.observe(max(lag, 0.0))
+            if ack.duplicate:
+                self.metrics.duplicates_dropped.inc()
+        drained = len(rows) < BATCH
+        self.metrics.outbox_backlog.set(0 if drained else await self.outbox.backlog())
+        return drained

@@ -1,0 +1,150 @@
+"""Request/reply between territories over core NATS: ``unityplan.<territory>.badge.check``.
+
+The territory that owns a user (by the user's server name in the global registry) answers whether the
+user holds a badge now: ``{"valid": bool, "expires_at": iso8601 | null}``, plus ``"error"`` when the
+question cannot be answered (unknown badge, malformed request).
+
+The stream captures ``unityplan.>``, request subjects included, so JetStream answers every request with
+a PubAck as well. The requester therefore listens on its own inbox and takes the first reply that is
+not a PubAck, instead of nats-py's ``request`` (which would return whichever came first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from db.repositories.territories import TerritoryRepository
+
+from .envelope import request_subject
+from .nats_client import NatsClient
+
+log = logging.getLogger("unityplan.events.requests")
+
+BADGE_CHECK = "badge.check"
+
+
+@dataclass(frozen=True)
+class BadgeStatus:
+    valid: bool
+    expires_at: datetime | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "valid": self.valid,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+        }
+        if self.error:
+            answer["error"] = self.error
+        return answer
+
+
+class BadgeStatusLookup(Protocol):
+    async def __call__(self, user_id: str, badge: str) -> BadgeStatus: ...
+
+
+async def no_badges_defined(user_id: str, badge: str) -> BadgeStatus:
+    """The answer while this territory has no badge definitions at all."""
+    return BadgeStatus(valid=False, error=f"unknown badge {badge!r}")
+
+
+class BadgeCheckError(Exception):
+    """The badge could not be checked; the message says why, for the user."""
+
+
+class BadgeCheckResponder:
+    def __init__(self, nats: NatsClient, territory: str, lookup: BadgeStatusLookup) -> None:
+        self.nats = nats
+        self.territory = territory
+        self.lookup = lookup
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        self._subscription = await self.nats.client.subscribe(
+            request_subject(self.territory, BADGE_CHECK),
+            queue=f"unityplan-{self.territory}",
+            cb=self._answer,
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            try:
+                await self._subscription.unsubscribe()
+            except Exception:
+                log.debug("Unsubscribing the badge check responder failed", exc_info=True)
+            self._subscription = None
+
+    async def _answer(self, message: Msg) -> None:
+        if not message.reply:
+            return
+        try:
+            request = json.loads(message.data)
+            user_id, badge = request["user_id"], request["badge"]
+            if not (isinstance(user_id, str) and isinstance(badge, str)):
+                raise TypeError("user_id and badge must be strings")
+        except (ValueError, KeyError, TypeError) as exc:
+            status = BadgeStatus(valid=False, error=f"malformed request: {exc}")
+        else:
+            try:
+                status = await self.lookup(user_id, badge)
+            except Exception:
+                log.exception("Badge check for %s / %s failed", user_id, badge)
+                status = BadgeStatus(valid=False, error="internal error")
+        await message.respond(json.dumps(status.as_json()).encode())
+
+
+def _is_pub_ack(answer: Any) -> bool:
+    return isinstance(answer, dict) and "stream" in answer and "seq" in answer
+
+
+class BadgeCheckClient:
+    def __init__(self, nats: NatsClient, territories: TerritoryRepository) -> None:
+        self.nats = nats
+        self.territories = territories
+
+    async def check(self, user_id: str, badge: str, timeout: float = 3.0) -> BadgeStatus:
+        server_name = user_id.split(":", 1)[1] if ":" in user_id else ""
+        territory = await self.territories.by_server_name(server_name)
+        if territory is None:
+            raise BadgeCheckError(f"{server_name or user_id} is not a UnityPlan territory")
+        client = self.nats.client
+        inbox = client.new_inbox()
+        answered: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        async def on_reply(message: Msg) -> None:
+            try:
+                answer = json.loads(message.data)
+            except ValueError:
+                return
+            if not _is_pub_ack(answer) and not answered.done():
+                answered.set_result(answer)
+
+        subscription = await client.subscribe(inbox, cb=on_reply)
+        try:
+            await client.publish(
+                request_subject(territory.code, BADGE_CHECK),
+                json.dumps({"user_id": user_id, "badge": badge}).encode(),
+                reply=inbox,
+            )
+            try:
+                answer = await asyncio.wait_for(answered, timeout)
+            except TimeoutError as exc:
+                raise BadgeCheckError(
+                    f"territory {territory.code} did not answer within {timeout:.0f} s"
+                ) from exc
+        finally:
+            await subscription.unsubscribe()
+        expires = answer.get("expires_at")
+        return BadgeStatus(
+            valid=bool(answer.get("valid")),
+            expires_at=datetime.fromisoformat(expires) if expires else None,
+            error=answer.get("error"),
+        )

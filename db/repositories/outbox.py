@@ -1,0 +1,92 @@
+"""The transactional outbox: events written in the same transaction as the change they describe.
+
+``add`` also issues ``pg_notify`` in that transaction, so the relay wakes the moment it commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from ..database import Database
+from ..territory import TerritoryCode, territory_schema
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    event_id: uuid.UUID
+    subject: str
+    event_type: str
+    payload: str
+    created_at: datetime
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> OutboxRow:
+        return cls(
+            seq=row["seq"],
+            event_id=row["event_id"],
+            subject=row["subject"],
+            event_type=row["event_type"],
+            payload=row["payload"],
+            created_at=row["created_at"],
+            attempts=row["attempts"],
+        )
+
+
+def notify_channel(territory: TerritoryCode) -> str:
+    return f"unityplan_outbox_{territory}"
+
+
+class OutboxRepository:
+    def __init__(self, db: Database, territory: TerritoryCode) -> None:
+        self.db = db
+        self.schema = territory_schema(territory)
+        self.channel = notify_channel(territory)
+
+    async def add(self, event_id: uuid.UUID, subject: str, event_type: str, payload: str) -> None:
+        """Queue an event; joins the caller's transaction when there is one."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                f"""INSERT INTO {self.schema}.outbox (event_id, subject, event_type, payload)
+                    VALUES ($1, $2, $3, $4)""",
+                event_id,
+                subject,
+                event_type,
+                payload,
+            )
+            await conn.execute("SELECT pg_notify($1, '')", self.channel)
+
+    async def unpublished(self, limit: int = 100) -> list[OutboxRow]:
+        rows = await self.db.fetch(
+            f"""SELECT seq, event_id, subject, event_type, payload, created_at, attempts
+                FROM {self.schema}.outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1""",
+            limit,
+        )
+        return [OutboxRow.from_row(row) for row in rows]
+
+    async def mark_published(self, seq: int, stream_seq: int) -> None:
+        await self.db.execute(
+            f"""UPDATE {self.schema}.outbox SET published_at = clock_timestamp(), stream_seq = $2,
+                    attempts = attempts + 1, last_error = NULL
+                WHERE seq = $1""",
+            seq,
+            stream_seq,
+        )
+
+    async def mark_failed(self, seq: int, error: str) -> None:
+        await self.db.execute(
+            f"""UPDATE {self.schema}.outbox SET attempts = attempts + 1, last_error = $2
+                WHERE seq = $1""",
+            seq,
+            error[:500],
+        )
+
+    async def backlog(self) -> int:
+        return await self.db.fetchval(
+            f"SELECT count(*) FROM {self.schema}.outbox WHERE published_at IS NULL"
+        )
