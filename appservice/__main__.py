@@ -20,6 +20,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from db.database import DatabaseUnavailable
+
 from .config import Config, ConfigError, LoggingConfig, example_config_text, load_config
 from .logs import setup_logging
 from .stack.process import StackError
@@ -100,7 +102,7 @@ def _run_until_signal(
         except ConfigError as exc:
             print(f"unityplan: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        except StackError as exc:
+        except (StackError, DatabaseUnavailable) as exc:
             log.critical("Start-up failed: %s", exc)
             return EXIT_STARTUP
         except Exception as exc:
@@ -158,6 +160,12 @@ def cmd_registration(args: argparse.Namespace, config: Config) -> int:
         print(f"Wrote {output} ({kept}). Add it to app_service_config_files in homeserver.yaml.")
         return 0
     path = args.registration or config.registration_path
+    if not path.is_file():
+        print(
+            f"unityplan: {path} does not exist; create it with `unityplan registration generate`.",
+            file=sys.stderr,
+        )
+        return 1
     problems = differences(config, path)
     if problems:
         print(f"{path} does not match {config.path}:", file=sys.stderr)
@@ -257,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(config)
     if args.command == "registration":
         return cmd_registration(args, config)
-    if args.command == "db":
-        return cmd_db_migrate(config)
-    return cmd_territory_info(config)
+    try:
+        if args.command == "db":
+            return cmd_db_migrate(config)
+        return cmd_territory_info(config)
+    except DatabaseUnavailable as exc:
+        print(f"unityplan: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ class Platform:
     async def _start(self) -> None:
         config = self.config
         for database in {id(d): d for d in (self.global_db, self.territory_db)}.values():
-            await database.start()
+            await database.start(wait=config.database.connect_wait_seconds)
             self._exit.push_async_callback(database.stop)
         applied = await migrate_all(self.global_db, self.territory_db, self.territory)
         log.info("Migrations applied: %s", {k: v for k, v in applied.items() if v} or "none")

@@ -34,10 +34,20 @@ class _Section(BaseModel):
 
 
 class TerritoryConfig(_Section):
-    code: str = Field(pattern=TERRITORY_CODE_PATTERN.pattern)
+    code: str
     name: str = Field(min_length=1)
     data_residency: str = ""
     allow_cross_border: bool = True
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not TERRITORY_CODE_PATTERN.fullmatch(value):
+            raise ValueError(
+                "a territory code is 2-31 characters: a lower case letter, then lower case "
+                "letters, digits or _ (like dk or north_sea)"
+            )
+        return value
 
 
 class HomeserverConfig(_Section):
@@ -65,6 +75,7 @@ class DatabaseConfig(_Section):
     territory_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
     pool_min: int = Field(default=1, ge=0)
     pool_max: int = Field(default=10, ge=1)
+    connect_wait_seconds: float = Field(default=30, ge=0)
 
     @field_validator("url")
     @classmethod
@@ -196,13 +207,25 @@ def _env_overrides(base: dict[str, Any], environ: Mapping[str, str]) -> None:
                     keys[key] = raw
 
 
-def _describe(error: ValidationError) -> str:
+def _shown(location: str, value: Any) -> str:
+    """The offending value as the operator wrote it; passwords in URLs are masked."""
+    text = repr(value)
+    if "url" in location and isinstance(value, str):
+        text = repr(re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", value))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe(error: ValidationError, environ: Mapping[str, str]) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     env = f"{ENV_PREFIX}{location.replace('.', '_').upper()}" if location.count(".") == 1 else None
-    hint = f" (set it in the config file or with {env})" if env else ""
-    return f"Configuration value '{location}' is invalid: {message}{hint}."
+    if first["type"] == "missing":
+        hint = f" (set it in the config file or with {env})" if env else ""
+        return f"Configuration value '{location}' is missing{hint}."
+    source = f" from {env}" if env and env in environ else ""
+    value = _shown(location, first.get("input"))
+    return f"Configuration value '{location}' = {value}{source} is invalid: {message}."
 
 
 def load_config(path: Path | str | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -213,9 +236,15 @@ def load_config(path: Path | str | None, environ: Mapping[str, str] | None = Non
     if path is not None:
         resolved = Path(path).resolve()
         if not resolved.is_file():
+            dev_config = Path(".unityplan/dev/appservice/config.yaml")
+            hint = (
+                f" (the local stack of `unityplan dev` uses {dev_config})"
+                if dev_config.is_file()
+                else ""
+            )
             raise ConfigError(
                 f"Config file {resolved} does not exist; copy appservice/example-config.yaml "
-                "there and edit it."
+                f"there and edit it{hint}."
             )
         try:
             user_values = _plain(_yaml().load(resolved.read_text("utf-8")))
@@ -231,7 +260,7 @@ def load_config(path: Path | str | None, environ: Mapping[str, str] | None = Non
     try:
         return Config.model_validate({**values, "path": resolved})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+        raise ConfigError(_describe(exc, environ)) from exc
 
 
 def write_config(values: Mapping[str, Any], path: Path) -> None:
@@ -249,4 +278,5 @@ def write_config(values: Mapping[str, Any], path: Path) -> None:
     _yaml().dump(document, buffer)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(buffer.getvalue(), "utf-8")
+    tmp.chmod(0o600)  # a config holds database passwords
     tmp.replace(path)

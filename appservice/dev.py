@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from .stack.ipfs import jsipfs_path
 from .stack.local import LocalStack, StackOptions
 
 log = logging.getLogger("unityplan.dev")
@@ -18,7 +19,7 @@ class DevStack:
             StackOptions(
                 data_dir=self.data_dir,
                 territory=territory,
-                territory_name=f"{territory.upper()} (local development)",
+                territory_name=f"Local territory {territory.upper()}",
                 well_known_ports=True,
             )
         )
@@ -30,15 +31,17 @@ class DevStack:
         handler = logging.FileHandler(logs / "appservice.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
-        print(
-            f"Starting the local stack in {self.data_dir} (first start installs the IPFS node's "
-            "npm packages; that takes a few minutes)...",
-            flush=True,
+        first_install = (
+            ""
+            if jsipfs_path().exists()
+            else " (first, the IPFS node's npm packages are installed: a few minutes)"
         )
+        print(f"Starting the local stack in {self.data_dir}{first_install}...", flush=True)
         await self.stack.start()
         info = self.stack.info()
         tmp = self.stack_json.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2))
+        tmp.chmod(0o600)  # it holds the database and demo passwords
         tmp.replace(self.stack_json)
         print(self._banner(info), flush=True)
 

@@ -94,8 +94,13 @@ class MatrixConnection:
                 )
                 break
             except (TimeoutError, MatrixError, aiohttp.ClientError, OSError) as exc:
-                log.info(
-                    "Homeserver not reachable for a ping yet (%s); retrying in %.1f s", exc, delay
+                # The homeserver usually starts alongside us: only repeated failures are news.
+                level = logging.DEBUG if delay < 5 else logging.WARNING
+                log.log(
+                    level,
+                    "Homeserver not reachable for a ping yet (%s); retrying in %.1f s",
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)

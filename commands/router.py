@@ -118,7 +118,13 @@ class CommandRouter:
         ctx = CommandContext(sender, room_id, event_id, self.prefix, reply)
         text = body[len(self.prefix) :].strip()
         bound, rest = self._resolve(text)
-        name = bound.spec.name if bound else "unknown"
+        words = text.split()
+        if bound:
+            name = bound.spec.name
+        elif words and self.group(words[0]):
+            name = words[0].lower()  # a group without a (known) subcommand
+        else:
+            name = "unknown"
         try:
             if bound is None:
                 outcome = await self._unknown(ctx, text)

@@ -27,7 +27,7 @@ class TerritoryCommands:
         cross = "yes" if territory.settings.get("allow_cross_border") else "no"
         residency = territory.settings.get("data_residency") or "not set"
         await ctx.reply(
-            f"<strong>{escape(territory.name)}</strong> ({code(territory.code)})<ul>"
+            f"<strong>{escape(territory.name)}</strong> — territory {code(territory.code)}<ul>"
             f"<li>Homeserver: {code(territory.server_name)}</li>"
             f"<li>Bot: {code(self.bot_user_id)}</li>"
             f"<li>Data residency: {escape(str(residency))}</li>"

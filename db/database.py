@@ -7,18 +7,29 @@ handler's transaction join it instead of opening their own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
 log = logging.getLogger("unityplan.db")
 
 SLOW_QUERY_SECONDS = 1.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database server cannot be reached; the message names it without the password."""
+
+
+def describe_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
 
 class Database:
@@ -32,14 +43,38 @@ class Database:
             f"unityplan_db_{name}_{id(self)}", default=None
         )
 
-    async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(
-            self.dsn,
-            min_size=self._min_size,
-            max_size=self._max_size,
-            command_timeout=60,
-            server_settings={"application_name": f"unityplan-{self.name}"},
-        )
+    async def start(self, *, wait: float = 0.0) -> None:
+        """Open the pool; keep trying for ``wait`` seconds while the server is unreachable."""
+        deadline = time.monotonic() + wait
+        delay = 0.5
+        while True:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    command_timeout=60,
+                    server_settings={"application_name": f"unityplan-{self.name}"},
+                )
+                return
+            except (
+                OSError,
+                asyncpg.CannotConnectNowError,
+                asyncpg.InvalidPasswordError,
+                asyncpg.InvalidCatalogNameError,
+            ) as exc:
+                where = describe_dsn(self.dsn)
+                if time.monotonic() + delay > deadline or isinstance(
+                    exc, asyncpg.InvalidPasswordError | asyncpg.InvalidCatalogNameError
+                ):
+                    raise DatabaseUnavailable(
+                        f"Cannot use the {self.name} database at {where}: {exc}"
+                    ) from exc
+                log.warning(
+                    "Database %s not reachable yet (%s); retrying in %.1f s", where, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
         if self._pool is not None:

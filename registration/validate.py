@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from appservice.config import Config
 
@@ -29,8 +30,34 @@ def differences(config: Config, path: Path) -> list[str]:
     )
     for key, want in expected.items():
         have = actual.get(key)
-        if key in ("as_token", "hs_token"):
+        if key in ("as_token", "hs_token", "namespaces"):
             continue
         if have != want:
             problems.append(f"{key} is {have!r}, the config wants {want!r}.")
+    namespaces = actual.get("namespaces")
+    have_namespaces: dict[str, Any] = namespaces if isinstance(namespaces, dict) else {}
+    for kind, want_entries in expected["namespaces"].items():
+        have_entries = have_namespaces.get(kind) or []
+        if _normalised(have_entries) != _normalised(want_entries):
+            problems.append(
+                f"namespaces.{kind} is {_describe(have_entries)}, "
+                f"the config wants {_describe(want_entries)}."
+            )
     return problems
+
+
+def _normalised(entries: Any) -> list[tuple[str, bool]]:
+    if not isinstance(entries, list):
+        return [("<not a list>", False)]
+    return sorted(
+        (str(e.get("regex")), bool(e.get("exclusive"))) for e in entries if isinstance(e, dict)
+    )
+
+
+def _describe(entries: Any) -> str:
+    pairs = _normalised(entries)
+    if not pairs:
+        return "empty"
+    return ", ".join(
+        f"{regex} ({'exclusive' if exclusive else 'shared'})" for regex, exclusive in pairs
+    )

@@ -10,6 +10,7 @@ case a notification was missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -81,10 +82,8 @@ class OutboxRelay:
                     continue
                 backoff = 0.1
                 if drained:
-                    try:
+                    with contextlib.suppress(TimeoutError):  # the slow poll
                         await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
-                    except TimeoutError:
-                        pass
                     self._wake.clear()
         finally:
             if self._listener is not None:

@@ -93,7 +93,9 @@ def test_cli_exits_non_zero_with_the_sentence(tmp_path: Path) -> None:
         text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("unityplan: Configuration value 'territory.code' is invalid")
+    assert result.stderr.startswith(
+        "unityplan: Configuration value 'territory.code' = '1bad' is invalid: a territory code is"
+    )
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -105,3 +107,35 @@ def test_cli_run_without_config_writes_the_example(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert path.exists() and "territory:" in path.read_text()
     assert "wrote the example config" in result.stderr
+
+
+def test_unreachable_database_is_one_sentence(tmp_path: Path) -> None:
+    from appservice.stack.process import free_port
+    from registration.generate import generate
+
+    port = free_port()  # nothing listens there
+    path = tmp_path / "config.yaml"
+    write_config(
+        {
+            **GOOD,
+            "database": {
+                "url": f"postgresql://u:secret@127.0.0.1:{port}/unityplan",
+                "connect_wait_seconds": 1,
+            },
+        },
+        path,
+    )
+    generate(load_config(path, environ={}), tmp_path / "registration.yaml")
+    for args in (["db", "migrate"], ["run"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "appservice", "-c", str(path), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 3, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert f"Cannot use the global database at 127.0.0.1:{port}/unityplan" in last
+        assert "secret" not in result.stderr
+        assert "Traceback" not in result.stderr
