@@ -50,6 +50,18 @@ def _parser() -> argparse.ArgumentParser:
     roundtrip.add_argument(
         "-v", "--verbose", action="store_true", help="log the stack's INFO lines"
     )
+    events = benchmarks.add_parser(
+        "events",
+        help="outbox commit -> JetStream PubAck vs. plain JetStream publishes",
+        description="Start one local stack and time, interleaved: an event committed through "
+        "the transactional outbox until its PubAck, and a plain nats-py JetStream publish; "
+        "then a burst of each.",
+    )
+    events.add_argument("--runs", type=_positive, default=200, help="measured iterations")
+    events.add_argument("--warmup", type=int, default=20, help="iterations discarded first")
+    events.add_argument("--burst", type=_positive, default=500, help="events in the burst")
+    events.add_argument("--json", action="store_true", help="print the result as JSON")
+    events.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
     return parser
 
 
@@ -60,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.benchmark == "events":
+        return _events(args)
     options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
     try:
         result = asyncio.run(run(options))
@@ -72,6 +86,37 @@ def main(argv: list[str] | None = None) -> int:
     if result.error and args.json:
         print(f"FAILED: {result.error}", file=sys.stderr)
     return EXIT_ROUND_TRIP_FAILED if result.error else 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    from . import events
+
+    options = events.EventsOptions(runs=args.runs, warmup=max(args.warmup, 0), burst=args.burst)
+    try:
+        result = asyncio.run(events.run(options))
+    except TimeoutError:
+        logging.getLogger("unityplan.bench").critical("An event was not acknowledged in time")
+        return EXIT_ROUND_TRIP_FAILED
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "benchmark": "events",
+                    "unit": "ms",
+                    "runs": options.runs,
+                    "warmup": options.warmup,
+                    "ours_ms": [round(v, 3) for v in result.ours_ms],
+                    "plain_ms": [round(v, 3) for v in result.plain_ms],
+                    "burst": options.burst,
+                    "burst_ours_s": result.burst_ours_s,
+                    "burst_plain_s": result.burst_plain_s,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(result.as_text())
+    return 0
 
 
 if __name__ == "__main__":

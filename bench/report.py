@@ -6,35 +6,44 @@ import os
 from typing import Any
 
 from .roundtrip import DESCRIPTIONS, KINDS, RoundTripResult
+from .stats import Ratio, Summary
 
 COLUMNS = ("n", "p50", "p95", "mean", "min", "max")
 
 
-def as_text(result: RoundTripResult) -> str:
-    options = result.options
-    lines = [
-        (
-            f"Round trips on one local stack (Synapse {result.synapse_version}, "
-            f"{os.cpu_count()} CPUs): {options.runs} interleaved iterations after "
-            f"{options.warmup} warm-up, times in ms"
-        ),
-        "",
-        f"{'':<6} {'':<26}" + "".join(f"{column:>9}" for column in COLUMNS),
-    ]
-    for kind, summary in result.summaries().items():
-        label = f"{kind:<6} {DESCRIPTIONS[kind]:<26}"
+def table(
+    title: str,
+    rows: list[tuple[str, str, Summary | None]],
+    ratios: dict[str, Ratio | None],
+    error: str | None = None,
+) -> str:
+    """A titled table of summaries (kind, description, summary) and the ratios under it."""
+    lines = [title, "", f"{'':<6} {'':<30}" + "".join(f"{column:>9}" for column in COLUMNS)]
+    for kind, description, summary in rows:
+        label = f"{kind:<6} {description:<30}"
         if summary is None:
             lines.append(f"{label}{'no samples':>9}")
             continue
         values = [f"{summary.n:>9}"] + [f"{getattr(summary, c):>9.1f}" for c in COLUMNS[1:]]
         lines.append(label + "".join(values))
     lines.append("")
-    for name, ratio in result.ratios().items():
+    for name, ratio in ratios.items():
         shown = "n/a" if ratio is None else f"p50 {ratio.p50:.2f}x   p95 {ratio.p95:.2f}x"
         lines.append(f"{name:<11} {shown}")
-    if result.error:
-        lines += ["", f"FAILED: {result.error}"]
+    if error:
+        lines += ["", f"FAILED: {error}"]
     return "\n".join(lines)
+
+
+def as_text(result: RoundTripResult) -> str:
+    options = result.options
+    title = (
+        f"Round trips on one local stack (Synapse {result.synapse_version}, "
+        f"{os.cpu_count()} CPUs): {options.runs} interleaved iterations after "
+        f"{options.warmup} warm-up, times in ms"
+    )
+    rows = [(kind, DESCRIPTIONS[kind], summary) for kind, summary in result.summaries().items()]
+    return table(title, rows, result.ratios(), result.error)
 
 
 def as_json(result: RoundTripResult) -> dict[str, Any]:

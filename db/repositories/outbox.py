@@ -69,13 +69,15 @@ class OutboxRepository:
         )
         return [OutboxRow.from_row(row) for row in rows]
 
-    async def mark_published(self, seq: int, stream_seq: int) -> None:
+    async def mark_published(self, acked: list[tuple[int, int]]) -> None:
+        """Mark rows published: (outbox seq, stream seq) pairs."""
         await self.db.execute(
-            f"""UPDATE {self.schema}.outbox SET published_at = clock_timestamp(), stream_seq = $2,
-                    attempts = attempts + 1, last_error = NULL
-                WHERE seq = $1""",
-            seq,
-            stream_seq,
+            f"""UPDATE {self.schema}.outbox AS o SET published_at = clock_timestamp(),
+                    stream_seq = a.stream_seq, attempts = o.attempts + 1, last_error = NULL
+                FROM unnest($1::bigint[], $2::bigint[]) AS a(seq, stream_seq)
+                WHERE o.seq = a.seq""",
+            [seq for seq, _ in acked],
+            [stream_seq for _, stream_seq in acked],
         )
 
     async def mark_failed(self, seq: int, error: str) -> None:
