@@ -23,6 +23,7 @@ COPY bridges /src/bridges
 COPY commands /src/commands
 COPY registration /src/registration
 COPY db /src/db
+COPY workflows /src/workflows
 RUN pip install /src && rm -rf /src
 
 USER unityplan

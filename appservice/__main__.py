@@ -5,6 +5,7 @@ unityplan dev [--data-dir DIR]
 unityplan [-c CONFIG] registration generate [-o FILE] [--rotate]
 unityplan [-c CONFIG] registration check [-r FILE]
 unityplan [-c CONFIG] db migrate
+unityplan [-c CONFIG] course import FILE
 unityplan [-c CONFIG] territory info
 """
 
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from commands.errors import CommandError
 from db.database import DatabaseUnavailable
 
 from .config import Config, ConfigError, LoggingConfig, example_config_text, load_config
@@ -77,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     db.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
         "migrate", help="apply migrations to the global, public and territory schemas"
     )
+
+    course = commands.add_parser("course", help="course definitions")
+    course_actions = course.add_subparsers(dest="action", required=True, metavar="ACTION")
+    course_import = course_actions.add_parser(
+        "import", help="import a course YAML file (a new version of a course keeps enrolments)"
+    )
+    course_import.add_argument("file", type=Path, help="the course definition (YAML)")
 
     territory = commands.add_parser("territory", help="the territory registry")
     territory.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
@@ -206,6 +215,68 @@ def cmd_db_migrate(config: Config) -> int:
     return 0
 
 
+def cmd_course_import(config: Config, file: Path) -> int:
+    import getpass
+
+    from bridges.events.publisher import EventPublisher
+    from db.database import Database
+    from db.repositories.audit import AuditLog
+    from db.repositories.outbox import OutboxRepository
+    from db.setup import migrate_all
+    from db.territory import territory_code
+    from workflows.course_file import CourseFileError, parse_course_file
+    from workflows.wiring import course_workflows
+
+    try:
+        spec = parse_course_file(file.read_bytes())
+    except OSError as exc:
+        print(f"unityplan: cannot read {file}: {exc.strerror}.", file=sys.stderr)
+        return 1
+    except CourseFileError as exc:
+        print(f"unityplan: {file} is not a valid course: {exc}.", file=sys.stderr)
+        return 1
+
+    async def main() -> int:
+        code = territory_code(config.territory.code)
+        global_db = Database(config.database.url, name="global", max_size=2)
+        territory_db = (
+            Database(config.database.territory_url, name="territory", max_size=2)
+            if config.database.territory_url
+            else global_db
+        )
+        databases = list({id(d): d for d in (global_db, territory_db)}.values())
+        for db in databases:
+            await db.start()
+        try:
+            await migrate_all(global_db, territory_db, code)
+            # The event goes into the outbox; the running appservice publishes it.
+            events = EventPublisher(OutboxRepository(territory_db, code), code)
+            workflows = course_workflows(
+                global_db=global_db,
+                territory_db=territory_db,
+                territory=code,
+                events=events,
+                audit=AuditLog(global_db, code),
+            )
+            outcome = await workflows.courses.import_course(
+                spec, actor=f"cli:{getpass.getuser()}", source=f"file:{file.resolve()}"
+            )
+        except CommandError as exc:
+            print(f"unityplan: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            for db in databases:
+                await db.stop()
+        badge = " (badge created)" if outcome.badge_created else ""
+        print(
+            f"Imported {spec.slug} version {spec.version}: {len(spec.lessons)} lessons, "
+            f"{len(spec.quiz)} questions, awards {spec.awards}{badge}."
+        )
+        return 0
+
+    return asyncio.run(main())
+
+
 def cmd_territory_info(config: Config) -> int:
     from db.database import Database
     from db.repositories.territories import TerritoryRepository
@@ -268,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "db":
             return cmd_db_migrate(config)
+        if args.command == "course":
+            return cmd_course_import(config, args.file)
         return cmd_territory_info(config)
     except DatabaseUnavailable as exc:
         print(f"unityplan: {exc}", file=sys.stderr)

@@ -15,8 +15,10 @@ from bridges.events.consumers import ConsumerSettings
 from bridges.events.metrics import EventMetrics
 from bridges.events.nats_client import NatsClient
 from bridges.events.publisher import EventPublisher
-from bridges.events.requests import BadgeCheckClient, BadgeCheckResponder, no_badges_defined
+from bridges.events.requests import BadgeCheckClient, BadgeCheckResponder
 from bridges.media.ipfs_client import IpfsClient
+from commands.badge import BadgeCommands
+from commands.course import CourseCommands
 from commands.help import HelpCommands
 from commands.permissions import PermissionChecker
 from commands.router import CommandRouter
@@ -24,12 +26,17 @@ from commands.territory import TerritoryCommands
 from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.consumed import ConsumedEventsRepository
+from db.repositories.direct_rooms import DirectRoomRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
 from db.repositories.transactions import TransactionRepository
 from db.setup import migrate_all
 from db.territory import territory_code
 from registration.generate import load_registration, user_namespace
+from workflows.badge_events import BadgeNotifier, CourseBadgeAwarder
+from workflows.direct_messages import DirectMessenger
+from workflows.expiry import ExpiryScheduler
+from workflows.wiring import course_workflows
 
 from .background import BackgroundTasks
 from .command_events import CommandMessageHandler
@@ -90,6 +97,33 @@ class Platform:
         self.consumed = ConsumedEventsRepository(self.territory_db, self.territory)
         self.events = EventPublisher(self.outbox, self.territory)
         self.badge_checks = BadgeCheckClient(self.nats, self.territories)
+
+        # Courses and badges.
+        workflows = course_workflows(
+            global_db=self.global_db,
+            territory_db=self.territory_db,
+            territory=self.territory,
+            events=self.events,
+            audit=self.audit,
+        )
+        self.badge_definitions = workflows.definitions
+        self.awards = workflows.awards
+        self.course_repo = workflows.course_repo
+        self.badges = workflows.badges
+        self.courses = workflows.courses
+        self.messenger = DirectMessenger(
+            self.matrix, DirectRoomRepository(self.territory_db, self.territory)
+        )
+        self.expiry = ExpiryScheduler(
+            db=self.territory_db,
+            awards=self.awards,
+            definitions=self.badge_definitions,
+            badges=self.badges,
+            messenger=self.messenger,
+            reminder_lead_seconds=config.badges.reminder_lead_hours * 3600,
+            interval_seconds=config.badges.expiry_check_seconds,
+        )
+
         self.event_bus = EventBus(
             nats=self.nats,
             db=self.territory_db,
@@ -97,33 +131,42 @@ class Platform:
             consumed=self.consumed,
             publisher=self.events,
             metrics=self.event_metrics,
-            # Until badges exist (courses/badges issue), every badge is unknown here.
-            responder=BadgeCheckResponder(self.nats, self.territory, no_badges_defined),
+            responder=BadgeCheckResponder(self.nats, self.territory, self.badges.status),
             settings=ConsumerSettings(
                 stream=nats.stream, max_deliver=nats.max_deliver, ack_wait=nats.ack_wait_seconds
             ),
             duplicate_window=nats.duplicate_window_seconds,
             max_age=nats.max_age_days * 86400,
         )
+        self.event_bus.add_consumer(
+            CourseBadgeAwarder(self.badges, config.bot_user_id).spec(self.territory)
+        )
+        self.event_bus.add_consumer(BadgeNotifier(self.messenger).spec(self.territory))
 
         self.permissions = PermissionChecker(
             admins=config.permissions.admins,
             badge_issuers=config.permissions.badge_issuers,
             course_admins=config.permissions.course_admins,
+            badge_admins=config.permissions.badge_admins,
             power_levels=self._power_levels,
+            holds_badge=self.awards.holds,
         )
         self.router = CommandRouter(config.commands.prefix, self.permissions, self.metrics)
         self.router.register(HelpCommands(self.router))
         self.router.register(
             TerritoryCommands(self.territories, self.territory, config.bot_user_id)
         )
+        self.router.register(
+            BadgeCommands(self.badges, self.badge_checks, config.homeserver.domain)
+        )
+        self.router.register(CourseCommands(self.courses, self.matrix))
 
         self.queries = NamespaceQueries()
         self.dispatcher = Dispatcher(
             bot_user_id=config.bot_user_id,
             ghost_pattern=re.compile(user_namespace(config)),
             handlers=[
-                BotInviteHandler(self.matrix, config.homeserver.domain),
+                BotInviteHandler(self.matrix, config.homeserver.domain, self.messenger),
                 CommandMessageHandler(self.router, self.matrix),
             ],
             inbox=self.inbox,
@@ -217,6 +260,7 @@ class Platform:
 
         await self.endpoints.recover()
         self.background.start(self._connect_homeserver(), name="homeserver-connect")
+        self.background.start(self.expiry.run(), name="badge-expiry")
 
     async def _connect_homeserver(self) -> None:
         await self.matrix.connect_to_homeserver()

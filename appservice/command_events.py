@@ -50,4 +50,7 @@ class CommandMessageHandler:
                 ),
             )
 
-        await self.router.handle(event.sender, event.room_id, event.event_id, content.body, reply)
+        reply_to = relates.in_reply_to.event_id if relates and relates.in_reply_to else None
+        await self.router.handle(
+            event.sender, event.room_id, event.event_id, content.body, reply, reply_to
+        )

@@ -106,6 +106,7 @@ class PermissionsConfig(_Section):
     admins: tuple[str, ...] = ()
     badge_issuers: tuple[str, ...] = ()
     course_admins: tuple[str, ...] = ()
+    badge_admins: tuple[str, ...] = ()
 
     @field_validator("admins")
     @classmethod
@@ -115,13 +116,18 @@ class PermissionsConfig(_Section):
                 raise ValueError(f"{value!r} is not a Matrix user ID like @name:server")
         return values
 
-    @field_validator("badge_issuers", "course_admins")
+    @field_validator("badge_issuers", "course_admins", "badge_admins")
     @classmethod
     def _mxids_or_badges(cls, values: tuple[str, ...]) -> tuple[str, ...]:
         for value in values:
             if not (MXID_PATTERN.match(value) or re.match(r"^badge:[a-z0-9-]+$", value)):
                 raise ValueError(f"{value!r} is neither a Matrix user ID nor badge:<slug>")
         return values
+
+
+class BadgesConfig(_Section):
+    reminder_lead_hours: float = Field(default=168, ge=0)
+    expiry_check_seconds: float = Field(default=60, gt=0)
 
 
 class LoggingConfig(_Section):
@@ -138,6 +144,7 @@ class Config(_Section):
     ipfs: IpfsConfig
     commands: CommandsConfig
     permissions: PermissionsConfig
+    badges: BadgesConfig
     logging: LoggingConfig
     # Where the file was read from; relative paths in it are resolved against its folder.
     path: Path | None = None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .stack.ipfs import jsipfs_path
 from .stack.local import LocalStack, StackOptions
+from .stack.seed import seed_demo
 
 log = logging.getLogger("unityplan.dev")
 
@@ -38,7 +39,10 @@ class DevStack:
         )
         print(f"Starting the local stack in {self.data_dir}{first_install}...", flush=True)
         await self.stack.start()
+        assert self.stack.platform is not None
+        admin = next(u.user_id for u in self.stack.demo_users if u.role == "admin")
         info = self.stack.info()
+        info["demo"] = await seed_demo(self.stack.platform, admin)
         tmp = self.stack_json.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2))
         tmp.chmod(0o600)  # it holds the database and demo passwords
@@ -61,7 +65,7 @@ UnityPlan is running.
 
 Log in with Element or any Matrix client: choose "custom homeserver", enter
 {info["homeserver_url"]}, then a demo user's name and password. Start a chat with
-{info["bot_user_id"]} and send !help.
+{info["bot_user_id"]} and send !help. Try the demo course: !course enroll {info["demo"]["course"]}
 
 Everything about this stack is in {self.stack_json}; logs are in {info["logs_dir"]}.
 Press Ctrl-C to stop (your data stays in {self.data_dir}).

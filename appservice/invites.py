@@ -7,15 +7,20 @@ import logging
 from mautrix.errors import MatrixError
 from mautrix.types import Event, EventType, Membership, StateEvent
 
+from workflows.direct_messages import DirectMessenger
+
 from .matrix import MatrixConnection
 
 log = logging.getLogger("unityplan.invites")
 
 
 class BotInviteHandler:
-    def __init__(self, matrix: MatrixConnection, server_name: str) -> None:
+    def __init__(
+        self, matrix: MatrixConnection, server_name: str, messenger: DirectMessenger
+    ) -> None:
         self.matrix = matrix
         self.server_name = server_name
+        self.messenger = messenger
 
     async def handle(self, event: Event) -> None:
         if not (
@@ -42,3 +47,5 @@ class BotInviteHandler:
             )
             return
         log.info("Joined %s on invitation from %s", event.room_id, event.sender)
+        if event.content.is_direct:
+            await self.messenger.remember(event.sender, event.room_id)

@@ -16,6 +16,7 @@ MODERATOR_POWER_LEVEL = 50
 
 class Permission(enum.Enum):
     TERRITORY_ADMIN = "territory admin"
+    BADGE_ADMIN = "badge admin"
     BADGE_ISSUER = "badge issuer"
     COURSE_ADMIN = "course admin"
     ROOM_MODERATOR = "room moderator (power level 50 or more in this room)"
@@ -37,11 +38,13 @@ class PermissionChecker:
         admins: tuple[str, ...],
         badge_issuers: tuple[str, ...],
         course_admins: tuple[str, ...],
+        badge_admins: tuple[str, ...] = (),
         power_levels: PowerLevelsFetcher,
         holds_badge: BadgeHolderLookup | None = None,
     ) -> None:
         self._admins = frozenset(admins)
         self._grants = {
+            Permission.BADGE_ADMIN: badge_admins,
             Permission.BADGE_ISSUER: badge_issuers,
             Permission.COURSE_ADMIN: course_admins,
         }

@@ -46,6 +46,8 @@ class CommandContext:
     event_id: EventID
     prefix: str
     reply: Reply
+    # The event this command replies to (e.g. an uploaded file for !course import).
+    reply_to: EventID | None = None
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,18 @@ class CommandRouter:
         return bool(self._start.match(body))
 
     async def handle(
-        self, sender: UserID, room_id: RoomID, event_id: EventID, body: str, reply: Reply
+        self,
+        sender: UserID,
+        room_id: RoomID,
+        event_id: EventID,
+        body: str,
+        reply: Reply,
+        reply_to: EventID | None = None,
     ) -> Outcome:
         if not self.is_command(body):
             return Outcome.NOT_A_COMMAND
         started = time.monotonic()
-        ctx = CommandContext(sender, room_id, event_id, self.prefix, reply)
+        ctx = CommandContext(sender, room_id, event_id, self.prefix, reply, reply_to)
         text = body[len(self.prefix) :].strip()
         bound, rest = self._resolve(text)
         words = text.split()

@@ -21,7 +21,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest_asyncio.fixture(scope="session")
 async def stack() -> AsyncIterator[LocalStack]:
     data_dir = Path(tempfile.mkdtemp(prefix="unityplan-test-"))
-    local = LocalStack(StackOptions(data_dir=data_dir, fast=True))
+    local = LocalStack(
+        StackOptions(
+            data_dir=data_dir,
+            fast=True,
+            # Badge expiry in seconds, not days: reminders 7.2 s ahead, checked twice a second.
+            config_overrides={
+                "badges": {"reminder_lead_hours": 0.002, "expiry_check_seconds": 0.5}
+            },
+        )
+    )
     try:
         await local.start()
         yield local

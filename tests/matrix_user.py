@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
-from nio import AsyncClient, LoginResponse, RoomCreateResponse, RoomSendResponse, SyncResponse
+from nio import (
+    AsyncClient,
+    LoginResponse,
+    RoomCreateResponse,
+    RoomSendResponse,
+    SyncResponse,
+    UploadResponse,
+)
 
 from appservice.stack.local import LocalStack
 
@@ -55,7 +63,10 @@ class MatrixUser:
         for room_id, room in response.rooms.join.items():
             events = self.timeline.setdefault(room_id, [])
             events.extend(event.source for event in room.timeline.events)
-        self.invites.update(response.rooms.invite)
+        for room_id in response.rooms.invite:
+            if room_id not in self.invites:
+                self.invites.add(room_id)
+                await self.client.join(room_id)  # e.g. the bot's DM with a reminder
 
     async def wait_for(
         self, room_id: str, predicate: Callable[[Event], bool], timeout: float = 20
@@ -82,6 +93,51 @@ class MatrixUser:
         )
         assert isinstance(response, RoomSendResponse), response
         return response.event_id
+
+    async def send_file(self, room_id: str, data: bytes, filename: str, mime: str) -> str:
+        """Upload a file and post it as m.file; returns the event id."""
+        upload, _ = await self.client.upload(
+            io.BytesIO(data), content_type=mime, filename=filename, filesize=len(data)
+        )
+        assert isinstance(upload, UploadResponse), upload
+        response = await self.client.room_send(
+            room_id,
+            "m.room.message",
+            {
+                "msgtype": "m.file",
+                "body": filename,
+                "url": upload.content_uri,
+                "info": {"mimetype": mime, "size": len(data)},
+            },
+        )
+        assert isinstance(response, RoomSendResponse), response
+        return response.event_id
+
+    async def command_replying(self, room_id: str, body: str, reply_to: str) -> Event:
+        """Send a command as a reply to another event; return the bot's reply."""
+        response = await self.client.room_send(
+            room_id,
+            "m.room.message",
+            {
+                "msgtype": "m.text",
+                "body": body,
+                "m.relates_to": {"m.in_reply_to": {"event_id": reply_to}},
+            },
+        )
+        assert isinstance(response, RoomSendResponse), response
+        return await self.wait_for(room_id, lambda e: replies_to(e, response.event_id, self.bot))
+
+    async def dm_from_bot(self, predicate: Callable[[Event], bool], timeout: float = 30) -> Event:
+        """A notice from the bot in any room matching ``predicate`` (DMs are joined on invite)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for events in self.timeline.values():
+                for event in events:
+                    if event.get("sender") == self.bot and predicate(event):
+                        return event
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no matching message from the bot within {timeout} s")
+            await self.sync()
 
     async def command(self, room_id: str, body: str, timeout: float = 20) -> Event:
         """Send a command and return the bot's notice that replies to it."""

@@ -50,6 +50,8 @@ class StackOptions:
     demo_users: tuple[tuple[str, str], ...] = (("admin", "admin"), ("member", "member"))
     # More registration files for Synapse (e.g. the benchmark's echo appservice).
     extra_registrations: list[Path] = field(default_factory=list)
+    # Config values (section -> key -> value) over the stack's own, e.g. short badge timers.
+    config_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class LocalStack:
@@ -139,31 +141,32 @@ class LocalStack:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         admin = f"@{self.options.demo_users[0][0]}:{self.server_name}"
         port = self.ports["appservice"]
-        write_config(
-            {
-                "territory": {
-                    "code": self.options.territory,
-                    "name": self.options.territory_name,
-                    "data_residency": self.options.territory,
-                },
-                "homeserver": {"address": self.synapse.url, "domain": self.server_name},
-                "appservice": {
-                    "address": f"http://127.0.0.1:{port}",
-                    "hostname": "127.0.0.1",
-                    "port": port,
-                    "registration": str(self.registration_path),
-                },
-                "database": {"url": self.postgres.dsn()},
-                "nats": {"url": self.nats.url},
-                "ipfs": {"api_url": self.ipfs.api_url},
-                "permissions": {
-                    "admins": [admin],
-                    "badge_issuers": [admin],
-                    "course_admins": [admin],
-                },
+        values: dict[str, dict[str, Any]] = {
+            "territory": {
+                "code": self.options.territory,
+                "name": self.options.territory_name,
+                "data_residency": self.options.territory,
             },
-            self.config_path,
-        )
+            "homeserver": {"address": self.synapse.url, "domain": self.server_name},
+            "appservice": {
+                "address": f"http://127.0.0.1:{port}",
+                "hostname": "127.0.0.1",
+                "port": port,
+                "registration": str(self.registration_path),
+            },
+            "database": {"url": self.postgres.dsn()},
+            "nats": {"url": self.nats.url},
+            "ipfs": {"api_url": self.ipfs.api_url},
+            "permissions": {
+                "admins": [admin],
+                "badge_issuers": [admin],
+                "course_admins": [admin],
+                "badge_admins": [admin],
+            },
+        }
+        for section, keys in self.options.config_overrides.items():
+            values.setdefault(section, {}).update(keys)
+        write_config(values, self.config_path)
         generate(load_config(self.config_path, environ={}), self.registration_path)
 
     async def restart_platform(self) -> Platform:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -47,13 +48,8 @@ class BadgeStatus:
         return answer
 
 
-class BadgeStatusLookup(Protocol):
-    async def __call__(self, user_id: str, badge: str) -> BadgeStatus: ...
-
-
-async def no_badges_defined(user_id: str, badge: str) -> BadgeStatus:
-    """The answer while this territory has no badge definitions at all."""
-    return BadgeStatus(valid=False, error=f"unknown badge {badge!r}")
+# (user_id, badge slug) -> whether the user holds it now, answered by the owning territory.
+BadgeStatusLookup = Callable[[str, str], Awaitable[BadgeStatus]]
 
 
 class BadgeCheckError(Exception):

@@ -11,7 +11,12 @@ from typing import Literal
 
 import asyncpg
 
-from . import v001_foundation, v002_event_spine, v003_transaction_digest
+from . import (
+    v001_foundation,
+    v002_event_spine,
+    v003_transaction_digest,
+    v004_courses_and_badges,
+)
 
 Scope = Literal["global", "public", "territory"]
 
@@ -30,6 +35,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "territory", "foundation", v001_foundation.upgrade_territory),
     Migration(2, "territory", "event spine", v002_event_spine.upgrade_territory),
     Migration(3, "territory", "transaction digest", v003_transaction_digest.upgrade_territory),
+    Migration(1, "public", "badge definitions", v004_courses_and_badges.upgrade_public),
+    Migration(4, "territory", "courses and badges", v004_courses_and_badges.upgrade_territory),
 )
 
 

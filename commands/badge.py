@@ -1,0 +1,156 @@
+"""!badge: list, info, define, award, revoke, renew, verify."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from mautrix.types import UserID
+
+from bridges.events.requests import BadgeCheckClient, BadgeCheckError
+from workflows.badges import BadgeService
+
+from .decorators import argument, command, option, requires
+from .errors import CommandError
+from .formatting import code, escape
+from .parsers import iso_date, positive_days, slug, slug_list, user_id
+from .permissions import Permission
+from .router import CommandContext
+
+
+def _until(expires_at: datetime | None) -> str:
+    return f"valid until {expires_at:%Y-%m-%d}" if expires_at else "does not expire"
+
+
+class BadgeCommands:
+    def __init__(self, badges: BadgeService, checks: BadgeCheckClient, server_name: str) -> None:
+        self.badges = badges
+        self.checks = checks
+        self.server_name = server_name
+
+    @command("badge list", help="Badges you (or another member) hold, with expiry")
+    @argument("user", parser=user_id, required=False, metavar="[@user]")
+    async def list(self, ctx: CommandContext, user: UserID | None) -> None:
+        holder = user or ctx.sender
+        awards = await self.badges.awards.held_by(holder)
+        who = "You hold" if holder == ctx.sender else f"{escape(holder)} holds"
+        if not awards:
+            none = "You hold" if holder == ctx.sender else f"{escape(holder)} holds"
+            await ctx.reply(f"{none} no badges yet. Send {code('!course list')} to earn some.")
+            return
+        items = []
+        for award in awards:
+            badge = await self.badges.definitions.get(award.badge_slug)
+            name = escape(badge.name if badge else award.badge_slug)
+            items.append(
+                f"<li><strong>{name}</strong> ({code(award.badge_slug)}) — "
+                f"{_until(award.expires_at)}</li>"
+            )
+        await ctx.reply(
+            f"{who} {len(awards)} badge{'s' if len(awards) > 1 else ''}:<ul>{''.join(items)}</ul>"
+        )
+
+    @command("badge info", help="What a badge is, how long it lasts and what it requires")
+    @argument("badge", parser=slug)
+    async def info(self, ctx: CommandContext, badge: str) -> None:
+        definition = await self.badges.definition(badge)
+        courses = await self.badges.courses.awarding(badge)
+        lines = [f"<strong>{escape(definition.name)}</strong> ({code(badge)})"]
+        if definition.description:
+            lines.append(escape(definition.description))
+        validity = (
+            f"valid for {definition.valid_days:g} days"
+            if definition.valid_days
+            else "does not expire"
+        )
+        details = [f"<li>{validity}</li>"]
+        if definition.prerequisites:
+            details.append(
+                "<li>requires: " + ", ".join(code(p) for p in definition.prerequisites) + "</li>"
+            )
+        if courses:
+            details.append(
+                "<li>earned by completing: "
+                + ", ".join(
+                    f"{escape(c.title)} ({code('!course enroll ' + c.slug)})" for c in courses
+                )
+                + "</li>"
+            )
+        else:
+            details.append("<li>awarded by a badge issuer</li>")
+        await ctx.reply("<br>".join(lines) + f"<ul>{''.join(details)}</ul>")
+
+    @command("badge define", help="Define or change a badge")
+    @requires(Permission.BADGE_ADMIN)
+    @argument("badge", parser=slug)
+    @argument("name", rest=True)
+    @option("--valid-days", parser=positive_days, metavar="N")
+    @option("--requires", parser=slug_list, metavar="b1,b2")
+    async def define(
+        self,
+        ctx: CommandContext,
+        badge: str,
+        name: str,
+        valid_days: float | None,
+        requires: tuple[str, ...] | None,
+    ) -> None:
+        created = await self.badges.define(
+            badge, name, valid_days=valid_days, requires=requires or (), actor=ctx.sender
+        )
+        verb = "Defined" if created else "Updated"
+        await ctx.reply(f"{verb} the badge <strong>{escape(name)}</strong> ({code(badge)}).")
+
+    @command("badge award", help="Award a badge to a member")
+    @requires(Permission.BADGE_ISSUER)
+    @argument("user", parser=user_id, metavar="@user")
+    @argument("badge", parser=slug)
+    @option("--expires", parser=iso_date, metavar="YYYY-MM-DD")
+    async def award(
+        self, ctx: CommandContext, user: UserID, badge: str, expires: date | None
+    ) -> None:
+        outcome = await self.badges.award(
+            user, badge, by=ctx.sender, source="issuer", expires=expires, room_id=ctx.room_id
+        )
+        verb = "Renewed" if outcome.renewed else "Awarded"
+        await ctx.reply(
+            f"{verb} {code(badge)} for {escape(user)} ({_until(outcome.award.expires_at)})."
+        )
+
+    @command("badge revoke", help="Revoke a member's badge, with a reason")
+    @requires(Permission.BADGE_ISSUER)
+    @argument("user", parser=user_id, metavar="@user")
+    @argument("badge", parser=slug)
+    @argument("reason", rest=True, required=False)
+    async def revoke(
+        self, ctx: CommandContext, user: UserID, badge: str, reason: str | None
+    ) -> None:
+        await self.badges.revoke(user, badge, by=ctx.sender, reason=reason, room_id=ctx.room_id)
+        because = f" Reason: {escape(reason)}" if reason else ""
+        await ctx.reply(f"Revoked {code(badge)} from {escape(user)}.{because}")
+
+    @command("badge renew", help="Renew one of your badges when its renewal rule is met")
+    @argument("badge", parser=slug)
+    async def renew(self, ctx: CommandContext, badge: str) -> None:
+        outcome = await self.badges.renew_by_holder(ctx.sender, badge)
+        await ctx.reply(f"Renewed {code(badge)}: {_until(outcome.award.expires_at)}.")
+
+    @command("badge verify", help="Whether a member holds a badge now (other territories too)")
+    @argument("user", parser=user_id, metavar="@user")
+    @argument("badge", parser=slug)
+    async def verify(self, ctx: CommandContext, user: UserID, badge: str) -> None:
+        if user.split(":", 1)[1] == self.server_name:
+            status = await self.badges.status(user, badge)
+            where = ""
+        else:
+            try:
+                status = await self.checks.check(user, badge)
+            except BadgeCheckError as exc:
+                raise CommandError(f"Cannot verify {badge} for {user}: {exc}.") from exc
+            where = " (answered by their territory)"
+        if status.error:
+            raise CommandError(f"Cannot verify {badge} for {user}: {status.error}.")
+        if status.valid:
+            await ctx.reply(
+                f"✅ {escape(user)} holds {code(badge)}, {_until(status.expires_at)}{where}."
+            )
+        else:
+            await ctx.reply(f"❌ {escape(user)} does not hold a valid {code(badge)} now{where}.")

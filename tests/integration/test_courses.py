@@ -1,0 +1,333 @@
+"""Courses and badges as a learner and an admin experience them through a real homeserver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+import nats
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from appservice.app import Platform
+from appservice.stack.local import LocalStack
+from bridges.events.envelope import EventEnvelope
+from tests.matrix_user import MatrixUser, body, html
+
+
+def _slug(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def _course_yaml(
+    slug: str,
+    awards: str,
+    *,
+    version: int = 1,
+    prerequisites: tuple[str, ...] = (),
+    pass_mark: float = 1.0,
+    first_lesson: str = "Why it matters",
+) -> bytes:
+    data = {
+        "slug": slug,
+        "title": f"Course {slug}",
+        "description": "A course for the tests.",
+        "version": version,
+        "prerequisites": list(prerequisites),
+        "awards": awards,
+        "pass_mark": pass_mark,
+        "lessons": [
+            {"title": first_lesson, "body": "Carbon is **important**.\n\n- air\n- sea"},
+            {"title": "What to do", "body": "Act <script>alert(1)</script> together."},
+        ],
+        "quiz": [
+            {"question": "Which gas?", "choices": ["CO2", "Argon", "Neon"], "answer": 1},
+            {"question": "Who acts?", "choices": ["Nobody", "Communities"], "answer": 2},
+        ],
+    }
+    return json.dumps(data).encode()  # JSON is YAML
+
+
+async def _import(admin: MatrixUser, room: str, yaml_text: bytes, name: str) -> dict[str, Any]:
+    file_event = await admin.send_file(room, yaml_text, name, "application/yaml")
+    return await admin.command_replying(room, "!course import", file_event)
+
+
+async def _events(stack: LocalStack, subject: str) -> list[EventEnvelope]:
+    client = await nats.connect(stack.nats.url)
+    try:
+        js = client.jetstream()
+        subscription = await js.pull_subscribe(
+            subject,
+            stream="UNITYPLAN",
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=10
+            ),
+        )
+        found: list[EventEnvelope] = []
+        while True:
+            try:
+                batch = await subscription.fetch(200, timeout=1)
+            except (NatsTimeoutError, TimeoutError):
+                return found
+            found.extend(EventEnvelope.from_json(m.data) for m in batch)
+    finally:
+        await client.close()
+
+
+async def _eventually_event(stack: LocalStack, subject: str, **data: Any) -> EventEnvelope:
+    for _ in range(60):
+        for event in await _events(stack, subject):
+            if all(event.data.get(k) == v for k, v in data.items()):
+                return event
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"no {subject} event with {data}")
+
+
+async def test_a_learners_whole_journey(
+    stack: LocalStack, platform: Platform, admin: MatrixUser, user: MatrixUser
+) -> None:
+    prerequisite, course, badge = _slug("basics"), _slug("journey"), _slug("journey-badge")
+    admin_room = await admin.room_with_bot()
+    defined = await admin.command(admin_room, f"!badge define {prerequisite} Basics known")
+    assert "Defined the badge" in body(defined)
+    imported = await _import(
+        admin, admin_room, _course_yaml(course, badge, prerequisites=(prerequisite,)), "c.yaml"
+    )
+    assert f"Imported <strong>Course {course}</strong>" in html(imported), body(imported)
+    assert "was created" in body(imported)
+
+    room = await user.room_with_bot()
+    listing = await user.command(room, "!course list")
+    assert course in body(listing) and f"earns {badge}" in body(listing)
+    assert f"requires {prerequisite}" in body(listing)
+
+    refused = await user.command(room, f"!course enroll {course}")
+    assert f"it requires the badge {prerequisite}" in body(refused)
+
+    awarded = await admin.command(admin_room, f"!badge award {user.user_id} {prerequisite}")
+    assert body(awarded).startswith(f"Awarded {prerequisite}")
+    enrolled = await user.command(room, f"!course enroll {course}")
+    assert "You are enrolled" in body(enrolled)
+
+    lesson = await user.command(room, f"!course next {course}")
+    assert "Lesson 1/2: Why it matters" in body(lesson)
+    assert "<strong>important</strong>" in html(lesson) and "<li>air</li>" in html(lesson)
+    lesson = await user.command(room, f"!course next {course}")
+    assert "Lesson 2/2" in body(lesson) and "<script>" not in html(lesson)
+
+    question = await user.command(room, f"!course next {course}")
+    assert "Question 1/2" in body(question) and "attempt 1" in body(question)
+    assert "<ol><li>CO2</li><li>Argon</li><li>Neon</li></ol>" in html(question)
+    again = await user.command(room, f"!course next {course}")
+    assert "(still open)" in body(again)
+    wrong = await user.command(room, f"!course answer {course} 2")
+    assert "Not quite: the answer was 1" in body(wrong)
+    changed_mind = await user.command(room, f"!course answer {course} 1")
+    assert "no open question" in body(changed_mind)  # the first answer counts
+    await user.command(room, f"!course next {course}")
+    failed = await user.command(room, f"!course answer {course} 2")
+    assert "You scored 50%, below the pass mark of 100%" in body(failed)
+
+    progress = await user.command(room, f"!course progress {course}")
+    assert "attempt 1" in body(progress) and "best score 50%" in body(progress)
+
+    question = await user.command(room, f"!course next {course}")
+    assert "Question 1/2" in body(question) and "attempt 2" in body(question)
+    await user.command(room, f"!course answer {course} 1")
+    await user.command(room, f"!course next {course}")
+    passed = await user.command(room, f"!course answer {course} 2")
+    assert "You scored 100% and passed" in body(passed)
+
+    earned = await user.dm_from_bot(
+        lambda e: "You earned the badge" in body(e) and badge in body(e)
+    )
+    assert earned["content"]["msgtype"] == "m.notice"
+    badges = await user.command(room, "!badge list")
+    assert badge in body(badges) and prerequisite in body(badges)
+    completed = await _eventually_event(
+        stack, "unityplan.dk.course.completed", user_id=user.user_id, course=course
+    )
+    assert completed.data["score"] == 1.0 and completed.data["attempt"] == 2
+    awarded_event = await _eventually_event(
+        stack, "unityplan.dk.badge.awarded", user_id=user.user_id, badge=badge
+    )
+    assert awarded_event.data["source"] == f"course:{course}"
+    progress = await user.command(room, "!course progress")
+    assert "completed on" in body(progress)
+    assert await platform.awards.holds(user.user_id, badge)
+
+
+async def test_badge_expiry_reminder_then_expiry(
+    stack: LocalStack, admin: MatrixUser, user: MatrixUser
+) -> None:
+    badge = _slug("short")
+    admin_room = await admin.room_with_bot()
+    # 0.0002 days = 17 s; the test stack reminds 7.2 s ahead.
+    await admin.command(admin_room, f"!badge define {badge} Short lived --valid-days 0.0002")
+    await admin.command(admin_room, f"!badge award {user.user_id} {badge}")
+    await user.dm_from_bot(lambda e: "You earned the badge" in body(e) and badge in body(e))
+    reminder = await user.dm_from_bot(
+        lambda e: "expires on" in body(e) and badge in body(e), timeout=40
+    )
+    assert f"!badge renew {badge}" in body(reminder)
+    await user.dm_from_bot(lambda e: "has expired" in body(e) and badge in body(e), timeout=40)
+    expired = await _eventually_event(
+        stack, "unityplan.dk.badge.expired", user_id=user.user_id, badge=badge
+    )
+    assert expired.data["award_id"]
+    room = await user.room_with_bot()
+    assert badge not in body(await user.command(room, "!badge list"))
+    verdict = await admin.command(admin_room, f"!badge verify {user.user_id} {badge}")
+    assert "does not hold a valid" in body(verdict)
+    renew = await user.command(room, f"!badge renew {badge}")
+    assert "nothing to renew" in body(renew)
+
+
+async def test_issuer_renews_and_revokes(
+    stack: LocalStack, admin: MatrixUser, user: MatrixUser
+) -> None:
+    badge = _slug("first-aid")
+    admin_room = await admin.room_with_bot()
+    await admin.command(admin_room, f"!badge define {badge} First aid --valid-days 365")
+    info = await user.command(await user.room_with_bot(), f"!badge info {badge}")
+    assert "valid for 365 days" in body(info) and "awarded by a badge issuer" in body(info)
+    await admin.command(admin_room, f"!badge award {user.user_id} {badge} --expires 2099-01-31")
+    verdict = await admin.command(admin_room, f"!badge verify {user.user_id} {badge}")
+    assert "holds" in body(verdict) and "2099-01-31" in body(verdict)
+    renewed = await admin.command(admin_room, f"!badge award {user.user_id} {badge}")
+    assert body(renewed).startswith(f"Renewed {badge}")
+    await _eventually_event(stack, "unityplan.dk.badge.renewed", user_id=user.user_id, badge=badge)
+    room = await user.room_with_bot()
+    holder_renew = await user.command(room, f"!badge renew {badge}")
+    assert "renewed by a badge issuer" in body(holder_renew)
+    revoked = await admin.command(
+        admin_room, f"!badge revoke {user.user_id} {badge} lost the certificate"
+    )
+    assert "Reason: lost the certificate" in body(revoked)
+    await user.dm_from_bot(lambda e: "was revoked" in body(e) and "lost the certificate" in body(e))
+    verdict = await admin.command(admin_room, f"!badge verify {user.user_id} {badge}")
+    assert "does not hold a valid" in body(verdict)
+    again = await admin.command(admin_room, f"!badge revoke {user.user_id} {badge}")
+    assert "does not hold" in body(again)
+
+
+async def test_refusals_and_usage(admin: MatrixUser, user: MatrixUser) -> None:
+    room = await user.room_with_bot()
+    refused = await user.command(room, f"!badge award {user.user_id} anything")
+    assert "needs the badge issuer permission" in body(refused)
+    refused = await user.command(room, "!badge define thing A thing")
+    assert "needs the badge admin permission" in body(refused)
+    refused = await user.command(room, "!course import")
+    assert "needs the course admin permission" in body(refused)
+    usage = await user.command(room, "!course answer climate-basics abc")
+    assert body(usage).startswith("Usage: !course answer <course> <choice>")
+    usage = await user.command(room, "!badge verify nobody")
+    assert body(usage).startswith("Usage: !badge verify @user <badge>")
+    unknown = await user.command(room, "!course enroll no-such-course")
+    assert "There is no course 'no-such-course'" in body(unknown)
+    remote = await user.command(room, "!badge verify @x:elsewhere.example first-aid")
+    assert "not a UnityPlan territory" in body(remote)
+    admin_room = await admin.room_with_bot()
+    not_a_reply = await admin.command(admin_room, "!course import")
+    assert "reply to it with !course import" in body(not_a_reply)
+    bad = await _import(admin, admin_room, b"slug: Bad Slug\n", "bad.yaml")
+    assert "is not a valid course" in body(bad) and "slug" in body(bad)
+    not_yaml = await _import(admin, admin_room, b"{{{", "broken.yaml")
+    assert "not valid YAML" in body(not_yaml)
+
+
+async def test_new_version_keeps_running_enrolments(
+    stack: LocalStack, admin: MatrixUser, user: MatrixUser
+) -> None:
+    course, badge = _slug("versioned"), _slug("versioned-badge")
+    admin_room = await admin.room_with_bot()
+    await _import(admin, admin_room, _course_yaml(course, badge, first_lesson="Old lesson"), "v1")
+    room = await user.room_with_bot()
+    await user.command(room, f"!course enroll {course}")
+    same = await _import(admin, admin_room, _course_yaml(course, badge), "v1 again")
+    assert "version 1 exists" in body(same)
+    newer = await _import(
+        admin, admin_room, _course_yaml(course, badge, version=2, first_lesson="New lesson"), "v2"
+    )
+    assert "version 2" in body(newer)
+    lesson = await user.command(room, f"!course next {course}")
+    assert "Old lesson" in body(lesson)
+    newcomer = await MatrixUser.create(stack)
+    try:
+        newcomer_room = await newcomer.room_with_bot()
+        await newcomer.command(newcomer_room, f"!course enroll {course}")
+        assert "New lesson" in body(await newcomer.command(newcomer_room, f"!course next {course}"))
+    finally:
+        await newcomer.close()
+
+
+async def test_cli_course_import(stack: LocalStack, user: MatrixUser, tmp_path: Any) -> None:
+    course = _slug("cli")
+    path = tmp_path / "course.yaml"
+    path.write_bytes(_course_yaml(course, course))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appservice",
+        "-c",
+        str(stack.config_path),
+        "course",
+        "import",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert out.decode().startswith(f"Imported {course} version 1: 2 lessons, 2 questions")
+    room = await user.room_with_bot()
+    assert course in body(await user.command(room, "!course list"))
+    again = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appservice",
+        "-c",
+        str(stack.config_path),
+        "course",
+        "import",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await again.communicate()
+    assert again.returncode == 1 and "version 1 exists" in err.decode()
+
+
+async def test_badge_check_answers_from_the_awards(platform: Platform, admin: MatrixUser) -> None:
+    badge = _slug("checked")
+    room = await admin.room_with_bot()
+    await admin.command(room, f"!badge define {badge} Checked")
+    status = await platform.badge_checks.check(admin.user_id, badge)
+    assert status.valid is False and status.error is None
+    await admin.command(room, f"!badge award {admin.user_id} {badge}")
+    status = await platform.badge_checks.check(admin.user_id, badge)
+    assert status.valid is True and status.expires_at is None
+
+
+async def test_badge_holders_can_be_issuers(platform: Platform) -> None:
+    """permissions.badge_issuers may name a badge: its holders may award."""
+    from commands.permissions import Permission, PermissionChecker
+
+    badge = _slug("issuer")
+    await platform.badges.define(badge, "Issuer", valid_days=None, requires=(), actor="@t:x")
+    checker = PermissionChecker(
+        admins=(),
+        badge_issuers=(f"badge:{badge}",),
+        course_admins=(),
+        power_levels=platform._power_levels,
+        holds_badge=platform.awards.holds,
+    )
+    someone = f"@someone-{uuid.uuid4().hex[:4]}:dk.localhost"
+    room = "!nowhere:dk.localhost"
+    assert not await checker.has(Permission.BADGE_ISSUER, someone, room)  # type: ignore[arg-type]
+    await platform.badges.award(someone, badge, by="@t:x", source="issuer")
+    assert await checker.has(Permission.BADGE_ISSUER, someone, room)  # type: ignore[arg-type]

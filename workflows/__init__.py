@@ -1,0 +1,1 @@
+"""Course and badge workflows: the domain services the bot commands and event consumers call."""

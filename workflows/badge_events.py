@@ -1,0 +1,75 @@
+"""Durable consumers of the course and badge workflow.
+
+- ``course.completed`` → award the course's badge (``badge.awarded``, or ``badge.renewed`` when the
+  learner holds it already). Idempotent through the consumer's processed-event claim.
+- ``badge.awarded`` / ``badge.renewed`` / ``badge.revoked`` / ``badge.expired`` → tell the holder by DM.
+"""
+
+from __future__ import annotations
+
+from bridges.events.consumers import ConsumerSpec
+from bridges.events.envelope import EventEnvelope, event_subject
+from commands.formatting import code, escape
+
+from .badges import BadgeService
+from .direct_messages import DirectMessenger
+
+
+class CourseBadgeAwarder:
+    def __init__(self, badges: BadgeService, bot_user_id: str) -> None:
+        self.badges = badges
+        self.bot_user_id = bot_user_id
+
+    def spec(self, territory: str) -> ConsumerSpec:
+        return ConsumerSpec(
+            name=f"{territory}-course-badges",
+            subjects=(event_subject(territory, "course.completed"),),
+            handler=self.handle,
+        )
+
+    async def handle(self, event: EventEnvelope) -> None:
+        data = event.data
+        await self.badges.award(
+            data["user_id"],
+            data["awards"],
+            by=self.bot_user_id,
+            source=f"course:{data['course']}",
+            room_id=data.get("room_id"),
+        )
+
+
+class BadgeNotifier:
+    TYPES = ("badge.awarded", "badge.renewed", "badge.revoked", "badge.expired")
+
+    def __init__(self, messenger: DirectMessenger) -> None:
+        self.messenger = messenger
+
+    def spec(self, territory: str) -> ConsumerSpec:
+        return ConsumerSpec(
+            name=f"{territory}-badge-notices",
+            subjects=tuple(event_subject(territory, t) for t in self.TYPES),
+            handler=self.handle,
+        )
+
+    async def handle(self, event: EventEnvelope) -> None:
+        data = event.data
+        badge = code(data["badge"])
+        name = escape(str(data.get("badge_name") or data["badge"]))
+        expiry = (
+            f" It is valid until {escape(data['expires_at'][:10])}."
+            if data.get("expires_at")
+            else ""
+        )
+        if event.type == "badge.awarded":
+            text = f"🎉 You earned the badge <strong>{name}</strong> ({badge}).{expiry}"
+        elif event.type == "badge.renewed":
+            text = f"Your badge <strong>{name}</strong> ({badge}) was renewed.{expiry}"
+        elif event.type == "badge.revoked":
+            reason = f" Reason: {escape(data['reason'])}" if data.get("reason") else ""
+            text = f"Your badge {badge} was revoked.{reason}"
+        else:
+            text = (
+                f"Your badge {badge} has expired. Send <code>!badge renew {escape(data['badge'])}"
+                "</code> to see how to renew it."
+            )
+        await self.messenger.send(data["user_id"], text)

@@ -1,0 +1,312 @@
+"""Courses: import (versioned), enrol, next lesson or question, answer, progress, completion.
+
+A learner's enrolment is pinned to the course version they enrolled in; importing a new version
+changes what new enrolments get, never a running one. ``next`` delivers the lessons in order, then
+the quiz questions in order, and shows the open question again while it is unanswered. An attempt's
+score is the share of its questions answered right (the first answer to each counts). Passing
+completes the course and emits ``course.completed`` in the same transaction; the badge follows from
+the event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridges.events.publisher import EventPublisher
+from commands.errors import CommandError
+from db.database import Database
+from db.repositories.audit import AuditLog
+from db.repositories.badges import BadgeDefinition, BadgeDefinitionRepository
+from db.repositories.courses import Course, CourseRepository, Enrollment, Lesson, Question
+from db.territory import TerritoryCode
+
+from .badges import BadgeService
+from .course_file import CourseFile
+
+
+class CourseError(CommandError):
+    """An expected refusal, phrased for the user."""
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    course: Course
+    badge_created: bool
+
+
+@dataclass(frozen=True)
+class LessonStep:
+    course: Course
+    lesson: Lesson
+
+
+@dataclass(frozen=True)
+class QuestionStep:
+    course: Course
+    question: Question
+    attempt: int
+    repeated: bool  # shown again because it is still unanswered
+
+
+@dataclass(frozen=True)
+class Finished:
+    course: Course
+    completed_now: bool = False  # a course without a quiz completes with its last lesson
+
+
+Step = LessonStep | QuestionStep | Finished
+
+
+@dataclass(frozen=True)
+class AnswerOutcome:
+    course: Course
+    correct: bool
+    correct_choice: int
+    attempt_finished: bool
+    score: float | None  # when the attempt finished
+    passed: bool
+    already_answered: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    course: Course
+    enrollment: Enrollment
+
+
+class CourseService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        courses: CourseRepository,
+        definitions: BadgeDefinitionRepository,
+        badges: BadgeService,
+        events: EventPublisher,
+        audit: AuditLog,
+        territory: TerritoryCode,
+    ) -> None:
+        self.db = db
+        self.courses = courses
+        self.definitions = definitions
+        self.badges = badges
+        self.events = events
+        self.audit = audit
+        self.territory = territory
+
+    async def import_course(self, spec: CourseFile, *, actor: str, source: str) -> ImportOutcome:
+        latest = await self.courses.latest_version(spec.slug)
+        if latest is not None and spec.version <= latest:
+            raise CourseError(
+                f"{spec.slug} version {spec.version} cannot be imported: version {latest} exists; "
+                "raise `version` in the file."
+            )
+        for prerequisite in spec.prerequisites:
+            if await self.definitions.get(prerequisite) is None:
+                raise CourseError(f"The prerequisite badge {prerequisite!r} does not exist.")
+        async with self.db.transaction():
+            badge_created = await self.definitions.create_if_missing(
+                BadgeDefinition(
+                    slug=spec.awards,
+                    name=spec.title,
+                    description=f"Awarded for completing the course {spec.title}.",
+                    valid_days=None,
+                    prerequisites=(),
+                    defined_in=self.territory,
+                    defined_by=actor,
+                )
+            )
+            course_id = await self.courses.add(
+                slug=spec.slug,
+                version=spec.version,
+                title=spec.title,
+                description=spec.description,
+                prerequisites=list(spec.prerequisites),
+                awards=spec.awards,
+                pass_mark=spec.pass_mark,
+                lessons=[
+                    Lesson(i, lesson.title, lesson.body, lesson.materials)
+                    for i, lesson in enumerate(spec.lessons, start=1)
+                ],
+                questions=[
+                    Question(i, q.question, q.choices, q.answer)
+                    for i, q in enumerate(spec.quiz, start=1)
+                ],
+                source=source,
+                imported_by=actor,
+            )
+            await self.events.emit(
+                "course.imported",
+                {"course": spec.slug, "version": spec.version, "awards": spec.awards},
+                actor=actor,
+            )
+        course = await self.courses.get(course_id)
+        assert course is not None
+        await self.audit.record(
+            actor,
+            "course.imported",
+            target=spec.slug,
+            details={"version": spec.version, "source": source},
+        )
+        return ImportOutcome(course, badge_created)
+
+    async def course(self, slug: str) -> Course:
+        course = await self.courses.latest(slug)
+        if course is None:
+            raise CourseError(f"There is no course {slug!r}. Send !course list to see them.")
+        return course
+
+    async def enroll(self, user_id: str, slug: str) -> tuple[Course, bool]:
+        """Returns the course enrolled in and whether this is a re-enrolment to renew a badge."""
+        course = await self.course(slug)
+        if await self.courses.open_enrollment(user_id, slug) is not None:
+            raise CourseError(
+                f"You are already enrolled in {course.title}. Send !course next {slug} to go on."
+            )
+        missing = await self.badges.missing_prerequisites(user_id, course.prerequisites)
+        if missing:
+            raise CourseError(
+                f"You cannot enrol in {course.title} yet: it requires the badge"
+                f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}."
+            )
+        previous = await self.courses.latest_enrollment(user_id, slug)
+        async with self.db.transaction():
+            await self.courses.enroll(user_id, course)
+            await self.events.emit(
+                "course.enrolled",
+                {"user_id": user_id, "course": slug, "version": course.version},
+                actor=user_id,
+            )
+        return course, previous is not None
+
+    async def _open(self, user_id: str, slug: str) -> tuple[Enrollment, Course]:
+        enrollment = await self.courses.open_enrollment(user_id, slug)
+        if enrollment is None:
+            latest = await self.courses.latest_enrollment(user_id, slug)
+            if latest is not None and latest.completed_at is not None:
+                raise CourseError(f"You have completed {slug} already.")
+            await self.course(slug)  # a clear error for an unknown course
+            raise CourseError(f"You are not enrolled in {slug}. Send !course enroll {slug} first.")
+        course = await self.courses.get(enrollment.course_id)
+        assert course is not None
+        return enrollment, course
+
+    async def next(self, user_id: str, slug: str) -> Step:
+        async with self.db.transaction():
+            enrollment, course = await self._open(user_id, slug)
+            enrollment = await self.courses.lock(enrollment.id)
+            if enrollment.lessons_done < course.lesson_count:
+                lesson = await self.courses.lesson(course.id, enrollment.lessons_done + 1)
+                assert lesson is not None
+                await self.courses.update_progress(
+                    enrollment.id,
+                    lessons_done=enrollment.lessons_done + 1,
+                    attempt=enrollment.attempt,
+                    questions_shown=enrollment.questions_shown,
+                    best_score=enrollment.best_score,
+                )
+                return LessonStep(course, lesson)
+            if course.question_count == 0:
+                await self.courses.update_progress(
+                    enrollment.id,
+                    lessons_done=enrollment.lessons_done,
+                    attempt=enrollment.attempt,
+                    questions_shown=0,
+                    best_score=1.0,
+                    completed=True,
+                )
+                await self._completed(user_id, course, score=1.0, attempt=1, room_id=None)
+                return Finished(course, completed_now=True)
+            answered = await self.courses.answered(enrollment.id, enrollment.attempt)
+            shown = enrollment.questions_shown
+            if shown and shown not in answered:
+                question = await self.courses.question(course.id, shown)
+                assert question is not None
+                return QuestionStep(course, question, enrollment.attempt, repeated=True)
+            attempt = enrollment.attempt
+            if shown >= course.question_count:  # the last attempt failed: start a new one
+                attempt, shown = attempt + 1, 0
+            question = await self.courses.question(course.id, shown + 1)
+            assert question is not None
+            await self.courses.update_progress(
+                enrollment.id,
+                lessons_done=enrollment.lessons_done,
+                attempt=attempt,
+                questions_shown=shown + 1,
+                best_score=enrollment.best_score,
+            )
+            return QuestionStep(course, question, attempt, repeated=False)
+
+    async def answer(
+        self, user_id: str, slug: str, choice: int, *, room_id: str | None = None
+    ) -> AnswerOutcome:
+        async with self.db.transaction():
+            enrollment, course = await self._open(user_id, slug)
+            enrollment = await self.courses.lock(enrollment.id)
+            shown = enrollment.questions_shown
+            answered = await self.courses.answered(enrollment.id, enrollment.attempt)
+            if enrollment.lessons_done < course.lesson_count or shown == 0 or shown in answered:
+                raise CourseError(
+                    f"There is no open question in {course.title}. "
+                    f"Send !course next {slug} for the next step."
+                )
+            question = await self.courses.question(course.id, shown)
+            assert question is not None
+            if not 1 <= choice <= len(question.choices):
+                raise CourseError(f"Choose a number from 1 to {len(question.choices)}.")
+            correct = choice == question.answer
+            await self.courses.record_answer(
+                enrollment.id, enrollment.attempt, shown, choice, correct
+            )
+            answered[shown] = correct
+            if shown < course.question_count:
+                return AnswerOutcome(course, correct, question.answer, False, None, False)
+            score = sum(answered.values()) / course.question_count
+            passed = score >= course.pass_mark
+            best = max(score, enrollment.best_score or 0.0)
+            await self.courses.update_progress(
+                enrollment.id,
+                lessons_done=enrollment.lessons_done,
+                attempt=enrollment.attempt,
+                questions_shown=shown,
+                best_score=best,
+                completed=passed,
+            )
+            if passed:
+                await self._completed(
+                    user_id, course, score=score, attempt=enrollment.attempt, room_id=room_id
+                )
+            return AnswerOutcome(course, correct, question.answer, True, score, passed)
+
+    async def _completed(
+        self, user_id: str, course: Course, *, score: float, attempt: int, room_id: str | None
+    ) -> None:
+        await self.events.emit(
+            "course.completed",
+            {
+                "user_id": user_id,
+                "course": course.slug,
+                "version": course.version,
+                "awards": course.awards,
+                "score": score,
+                "attempt": attempt,
+                "room_id": room_id,
+            },
+            actor=user_id,
+        )
+
+    async def progress(self, user_id: str, slug: str | None) -> list[Progress]:
+        if slug is not None:
+            enrollment = await self.courses.latest_enrollment(user_id, slug)
+            if enrollment is None:
+                await self.course(slug)
+                raise CourseError(f"You are not enrolled in {slug}.")
+            enrollments = [enrollment]
+        else:
+            enrollments = await self.courses.enrollments_of(user_id)
+        result = []
+        for enrollment in enrollments:
+            course = await self.courses.get(enrollment.course_id)
+            assert course is not None
+            result.append(Progress(course, enrollment))
+        return result
