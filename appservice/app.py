@@ -33,12 +33,15 @@ from db.repositories.transactions import TransactionRepository
 from db.setup import migrate_all
 from db.territory import territory_code
 from registration.generate import load_registration, user_namespace
+from workflows.badge_credentials import BadgeCredentials
 from workflows.badge_events import BadgeNotifier, CourseBadgeAwarder
+from workflows.credentials import CredentialIssuer, load_or_create_signing_key
 from workflows.direct_messages import DirectMessenger
 from workflows.expiry import ExpiryScheduler
 from workflows.wiring import course_workflows
 
 from .background import BackgroundTasks
+from .badge_api import add_badge_routes
 from .command_events import CommandMessageHandler
 from .config import Config, ConfigError
 from .dispatcher import Dispatcher
@@ -111,6 +114,16 @@ class Platform:
         self.course_repo = workflows.course_repo
         self.badges = workflows.badges
         self.courses = workflows.courses
+        self.credentials = BadgeCredentials(
+            CredentialIssuer(
+                load_or_create_signing_key(config.signing_key_path),
+                base_url=config.public_url,
+                territory_code=self.territory,
+                territory_name=config.territory.name,
+            ),
+            self.awards,
+            self.badge_definitions,
+        )
         self.messenger = DirectMessenger(
             self.matrix, DirectRoomRepository(self.territory_db, self.territory)
         )
@@ -157,7 +170,9 @@ class Platform:
             TerritoryCommands(self.territories, self.territory, config.bot_user_id)
         )
         self.router.register(
-            BadgeCommands(self.badges, self.badge_checks, config.homeserver.domain)
+            BadgeCommands(
+                self.badges, self.badge_checks, self.credentials, config.homeserver.domain
+            )
         )
         self.router.register(CourseCommands(self.courses, self.matrix))
 
@@ -201,6 +216,7 @@ class Platform:
         self.web_app = web.Application(middlewares=[json_errors], client_max_size=50 * 1024**2)
         self.endpoints.add_routes(self.web_app)
         add_operational_routes(self.web_app, self.health, self._ready_state, self.metrics)
+        add_badge_routes(self.web_app, self.credentials)
 
         self._migrated = False
         self._homeserver_connected = False

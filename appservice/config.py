@@ -59,6 +59,7 @@ class HomeserverConfig(_Section):
 class AppserviceConfig(_Section):
     id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     address: str = Field(pattern=r"^https?://")
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
     hostname: str
     port: int = Field(ge=1, le=65535)
     registration: str
@@ -128,6 +129,7 @@ class PermissionsConfig(_Section):
 class BadgesConfig(_Section):
     reminder_lead_hours: float = Field(default=168, ge=0)
     expiry_check_seconds: float = Field(default=60, gt=0)
+    signing_key: str = "badge-signing-key.pem"
 
 
 class LoggingConfig(_Section):
@@ -161,7 +163,18 @@ class Config(_Section):
 
     @property
     def registration_path(self) -> Path:
-        path = Path(self.appservice.registration)
+        return self._relative(self.appservice.registration)
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self._relative(self.badges.signing_key)
+
+    @property
+    def public_url(self) -> str:
+        return (self.appservice.public_url or self.appservice.address).rstrip("/")
+
+    def _relative(self, value: str) -> Path:
+        path = Path(value)
         if not path.is_absolute() and self.path is not None:
             path = self.path.parent / path
         return path

@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     roundtrip.add_argument(
         "-v", "--verbose", action="store_true", help="log the stack's INFO lines"
     )
+    commands = benchmarks.add_parser(
+        "commands",
+        help="!course progress and !badge list round trips vs. !help and plain delivery",
+        description="Start one local stack and time, interleaved: !course progress, !badge list "
+        "(both read the database), !help, and a plain alice -> bob message.",
+    )
+    commands.add_argument("--runs", type=_positive, default=50, help="measured iterations")
+    commands.add_argument("--warmup", type=int, default=5, help="iterations discarded first")
+    commands.add_argument("--timeout", type=float, default=10.0, help="seconds per round trip")
+    commands.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
     events = benchmarks.add_parser(
         "events",
         help="outbox commit -> JetStream PubAck vs. plain JetStream publishes",
@@ -74,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.benchmark == "events":
         return _events(args)
+    if args.benchmark == "commands":
+        return _commands(args)
     options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
     try:
         result = asyncio.run(run(options))
@@ -85,6 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report.as_json(result), indent=2) if args.json else report.as_text(result))
     if result.error and args.json:
         print(f"FAILED: {result.error}", file=sys.stderr)
+    return EXIT_ROUND_TRIP_FAILED if result.error else 0
+
+
+def _commands(args: argparse.Namespace) -> int:
+    from . import commands
+
+    options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
+    try:
+        result = asyncio.run(commands.run(options))
+    except Exception as exc:
+        logging.getLogger("unityplan.bench").critical(
+            "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose
+        )
+        return EXIT_SETUP_FAILED
+    print(result.as_text())
     return EXIT_ROUND_TRIP_FAILED if result.error else 0
 
 

@@ -26,6 +26,7 @@ JOIN_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class Environment:
+    stack: LocalStack
     alice: SyncedUser
     bob: SyncedUser
     bot_user_id: str
@@ -58,6 +59,7 @@ async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
         bot_user_id = str(stack.info()["bot_user_id"])
         echo_user_id = echo.registration.bot_user_id
         yield Environment(
+            stack=stack,
             alice=alice,
             bob=bob,
             bot_user_id=bot_user_id,

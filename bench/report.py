@@ -18,9 +18,10 @@ def table(
     error: str | None = None,
 ) -> str:
     """A titled table of summaries (kind, description, summary) and the ratios under it."""
-    lines = [title, "", f"{'':<6} {'':<30}" + "".join(f"{column:>9}" for column in COLUMNS)]
+    width = max([6, *(len(kind) for kind, _, _ in rows)])
+    lines = [title, "", f"{'':<{width}} {'':<30}" + "".join(f"{c:>9}" for c in COLUMNS)]
     for kind, description, summary in rows:
-        label = f"{kind:<6} {description:<30}"
+        label = f"{kind:<{width}} {description:<30}"
         if summary is None:
             lines.append(f"{label}{'no samples':>9}")
             continue
@@ -29,7 +30,7 @@ def table(
     lines.append("")
     for name, ratio in ratios.items():
         shown = "n/a" if ratio is None else f"p50 {ratio.p50:.2f}x   p95 {ratio.p95:.2f}x"
-        lines.append(f"{name:<11} {shown}")
+        lines.append(f"{name:<15} {shown}")
     if error:
         lines += ["", f"FAILED: {error}"]
     return "\n".join(lines)

@@ -107,10 +107,13 @@ def probes(env: Environment) -> list[Probe]:
 
 
 async def measure(
-    env: Environment, options: RoundTripOptions, samples: dict[str, list[float]]
+    env: Environment,
+    options: RoundTripOptions,
+    samples: dict[str, list[float]],
+    order: list[Probe] | None = None,
 ) -> None:
     """Fill ``samples`` (ms per kind) with the iterations after the warm-up ones."""
-    order = probes(env)
+    order = order or probes(env)
     for iteration in range(options.warmup + options.runs):
         shift = iteration % len(order)
         for probe in order[shift:] + order[:shift]:

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from mautrix.types import UserID
 
 from bridges.events.requests import BadgeCheckClient, BadgeCheckError
+from workflows.badge_credentials import BadgeCredentials
 from workflows.badges import BadgeService
 
 from .decorators import argument, command, option, requires
@@ -22,9 +23,16 @@ def _until(expires_at: datetime | None) -> str:
 
 
 class BadgeCommands:
-    def __init__(self, badges: BadgeService, checks: BadgeCheckClient, server_name: str) -> None:
+    def __init__(
+        self,
+        badges: BadgeService,
+        checks: BadgeCheckClient,
+        credentials: BadgeCredentials,
+        server_name: str,
+    ) -> None:
         self.badges = badges
         self.checks = checks
+        self.credentials = credentials
         self.server_name = server_name
 
     @command("badge list", help="Badges you (or another member) hold, with expiry")
@@ -138,14 +146,13 @@ class BadgeCommands:
     @argument("badge", parser=slug)
     async def verify(self, ctx: CommandContext, user: UserID, badge: str) -> None:
         if user.split(":", 1)[1] == self.server_name:
-            status = await self.badges.status(user, badge)
-            where = ""
-        else:
-            try:
-                status = await self.checks.check(user, badge)
-            except BadgeCheckError as exc:
-                raise CommandError(f"Cannot verify {badge} for {user}: {exc}.") from exc
-            where = " (answered by their territory)"
+            await self._verify_local(ctx, user, badge)
+            return
+        try:
+            status = await self.checks.check(user, badge)
+        except BadgeCheckError as exc:
+            raise CommandError(f"Cannot verify {badge} for {user}: {exc}.") from exc
+        where = " (answered by their territory)"
         if status.error:
             raise CommandError(f"Cannot verify {badge} for {user}: {status.error}.")
         if status.valid:
@@ -154,3 +161,24 @@ class BadgeCommands:
             )
         else:
             await ctx.reply(f"❌ {escape(user)} does not hold a valid {code(badge)} now{where}.")
+
+    async def _verify_local(self, ctx: CommandContext, user: UserID, badge: str) -> None:
+        """Our own award: check its signed credential as any verifier would."""
+        await self.badges.definition(badge)
+        award = await self.badges.awards.latest(user, badge)
+        if award is None:
+            await ctx.reply(f"❌ {escape(user)} does not hold {code(badge)}.")
+            return
+        result = await self.credentials.verify_award(award)
+        link = self.credentials.issuer.credential_id(award.id)
+        if result.valid:
+            await ctx.reply(
+                f"✅ {escape(user)} holds {code(badge)}, {_until(award.expires_at)}: the signed "
+                "credential checks out (signature, validity window, not revoked). "
+                f'<a href="{escape(link)}">Credential</a>'
+            )
+        else:
+            reasons = "; ".join(escape(r) for r in result.reasons)
+            await ctx.reply(
+                f"❌ {escape(user)} does not hold a valid {code(badge)} now: {reasons}."
+            )

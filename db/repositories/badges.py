@@ -141,6 +141,16 @@ class AwardRepository:
         )
         return Award.from_row(row) if row else None
 
+    async def latest(self, user_id: str, badge_slug: str) -> Award | None:
+        """The most recent award of a badge to a user, whatever its state."""
+        row = await self.db.fetchrow(
+            f"""SELECT {_AWARD_COLUMNS} FROM {self.schema}.user_badges
+                WHERE user_id = $1 AND badge_slug = $2 ORDER BY id DESC LIMIT 1""",
+            user_id,
+            badge_slug,
+        )
+        return Award.from_row(row) if row else None
+
     async def get(self, award_id: int) -> Award | None:
         row = await self.db.fetchrow(
             f"SELECT {_AWARD_COLUMNS} FROM {self.schema}.user_badges WHERE id = $1", award_id

@@ -1,0 +1,72 @@
+"""Open Badges over HTTP: the issuer profile, each award's credential, and verification.
+
+GET  /api/badges/issuer                the issuer Profile with its public key (the JWS kid)
+GET  /api/badges/credentials/{id}      JSON {credential, jwt, status}; Accept: application/jwt
+                                       (or application/vc+jwt) gives the signed token alone
+POST /api/badges/verify                {"credential": "<jwt>"} (or the token as the body)
+                                       -> {"valid", "reasons", "credential"}
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from workflows.badge_credentials import BadgeCredentials
+
+MAX_TOKEN_BYTES = 64 * 1024
+
+
+def _error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+def add_badge_routes(app: web.Application, credentials: BadgeCredentials) -> None:
+    async def issuer(_: web.Request) -> web.Response:
+        return web.json_response(credentials.issuer.issuer_profile())
+
+    async def credential(request: web.Request) -> web.Response:
+        raw = request.match_info["award_id"]
+        if not raw.isdigit():
+            return _error(404, "M_NOT_FOUND", "No such credential")
+        issued = await credentials.issue(int(raw))
+        if issued is None:
+            return _error(404, "M_NOT_FOUND", "No such credential")
+        award, document, token = issued
+        accept = request.headers.get("Accept", "")
+        if "application/jwt" in accept or "application/vc+jwt" in accept:
+            return web.Response(text=token, content_type="application/jwt")
+        status = {
+            "revoked": award.revoked_at is not None,
+            "revoked_at": award.revoked_at.isoformat() if award.revoked_at else None,
+            "revocation_reason": award.revoke_reason,
+        }
+        return web.json_response({"credential": document, "jwt": token, "status": status})
+
+    async def verify(request: web.Request) -> web.Response:
+        body = await request.content.read(MAX_TOKEN_BYTES + 1)
+        if len(body) > MAX_TOKEN_BYTES:
+            return _error(413, "M_TOO_LARGE", "A credential is much smaller than that")
+        text = body.decode("utf-8", errors="replace").strip()
+        if text.startswith("{"):
+            try:
+                token = json.loads(text).get("credential")
+            except (ValueError, AttributeError):
+                return _error(400, "M_NOT_JSON", "The body is not JSON")
+            if not isinstance(token, str):
+                return _error(400, "M_BAD_JSON", 'Expected {"credential": "<jwt>"}')
+        else:
+            token = text
+        result = await credentials.verify(token)
+        return web.json_response(
+            {
+                "valid": result.valid,
+                "reasons": list(result.reasons),
+                "credential": result.credential,
+            }
+        )
+
+    app.router.add_get("/api/badges/issuer", issuer)
+    app.router.add_get("/api/badges/credentials/{award_id}", credential)
+    app.router.add_post("/api/badges/verify", verify)
