@@ -19,6 +19,7 @@ from bridges.events.requests import BadgeCheckClient, BadgeCheckResponder
 from bridges.media.ipfs_client import IpfsClient
 from commands.badge import BadgeCommands
 from commands.course import CourseCommands
+from commands.gate import GateCommands
 from commands.help import HelpCommands
 from commands.permissions import PermissionChecker
 from commands.router import CommandRouter
@@ -27,6 +28,7 @@ from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.consumed import ConsumedEventsRepository
 from db.repositories.direct_rooms import DirectRoomRepository
+from db.repositories.gates import GateRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
 from db.repositories.transactions import TransactionRepository
@@ -38,6 +40,7 @@ from workflows.badge_events import BadgeNotifier, CourseBadgeAwarder
 from workflows.credentials import CredentialIssuer, load_or_create_signing_key
 from workflows.direct_messages import DirectMessenger
 from workflows.expiry import ExpiryScheduler
+from workflows.gate import GateMetrics, GateService
 from workflows.wiring import course_workflows
 
 from .background import BackgroundTasks
@@ -45,6 +48,7 @@ from .badge_api import add_badge_routes
 from .command_events import CommandMessageHandler
 from .config import Config, ConfigError
 from .dispatcher import Dispatcher
+from .gate_api import add_gate_routes
 from .health import HealthChecks
 from .invites import BotInviteHandler
 from .matrix import MatrixConnection
@@ -155,6 +159,21 @@ class Platform:
             CourseBadgeAwarder(self.badges, config.bot_user_id).spec(self.territory)
         )
         self.event_bus.add_consumer(BadgeNotifier(self.messenger).spec(self.territory))
+        self.gate = GateService(
+            gates=GateRepository(self.territory_db, self.territory),
+            awards=self.awards,
+            definitions=self.badge_definitions,
+            courses=self.course_repo,
+            badge_checks=self.badge_checks,
+            matrix=self.matrix,
+            messenger=self.messenger,
+            audit=self.audit,
+            metrics=GateMetrics(self.metrics.registry),
+            server_name=config.homeserver.domain,
+            ghost_prefix=f"@{config.appservice.user_prefix}",
+            cache_seconds=config.gate.decision_cache_seconds,
+        )
+        self.event_bus.add_consumer(self.gate.consumer(self.territory))
 
         self.permissions = PermissionChecker(
             admins=config.permissions.admins,
@@ -175,6 +194,7 @@ class Platform:
             )
         )
         self.router.register(CourseCommands(self.courses, self.matrix))
+        self.router.register(GateCommands(self.gate))
 
         self.queries = NamespaceQueries()
         self.dispatcher = Dispatcher(
@@ -183,6 +203,7 @@ class Platform:
             handlers=[
                 BotInviteHandler(self.matrix, config.homeserver.domain, self.messenger),
                 CommandMessageHandler(self.router, self.matrix),
+                self.gate,
             ],
             inbox=self.inbox,
             db=self.territory_db,
@@ -217,13 +238,15 @@ class Platform:
         self.endpoints.add_routes(self.web_app)
         add_operational_routes(self.web_app, self.health, self._ready_state, self.metrics)
         add_badge_routes(self.web_app, self.credentials)
+        if config.gate.module_token:
+            add_gate_routes(self.web_app, self.gate, config.gate.module_token)
 
         self._migrated = False
         self._homeserver_connected = False
         self._exit = AsyncExitStack()
 
     async def _power_levels(self, room_id: RoomID) -> Any:
-        return await self.matrix.bot.get_power_levels(room_id, ensure_joined=False)
+        return await self.matrix.effective_power_levels(room_id)
 
     def _ready_state(self) -> dict[str, Any]:
         return {

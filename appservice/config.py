@@ -132,6 +132,11 @@ class BadgesConfig(_Section):
     signing_key: str = "badge-signing-key.pem"
 
 
+class GateConfig(_Section):
+    module_token: str | None = Field(default=None, min_length=16)
+    decision_cache_seconds: float = Field(default=60, ge=0)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -147,6 +152,7 @@ class Config(_Section):
     commands: CommandsConfig
     permissions: PermissionsConfig
     badges: BadgesConfig
+    gate: GateConfig
     logging: LoggingConfig
     # Where the file was read from; relative paths in it are resolved against its folder.
     path: Path | None = None

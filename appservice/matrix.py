@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+from typing import Any, cast
 
 import aiohttp
 from mautrix.api import Method
@@ -13,7 +13,7 @@ from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store import MemoryStateStore
 from mautrix.errors import MatrixError
-from mautrix.types import UserID
+from mautrix.types import EventType, PowerLevelStateEventContent, RoomID, UserID
 from mautrix.util.logging import TraceLogger
 
 from .config import Config
@@ -39,6 +39,7 @@ class MatrixConnection:
         self.state_store = CachedStateStore()
         self.bot_user_id = UserID(config.bot_user_id)
         self._session: aiohttp.ClientSession | None = None
+        self._creators_cache: dict[RoomID, tuple[UserID, ...]] = {}
         self._api: AppServiceAPI | None = None
 
     async def start(self) -> None:
@@ -72,6 +73,32 @@ class MatrixConnection:
 
     def ghost(self, user_id: UserID) -> IntentAPI:
         return self.api.intent(user_id)
+
+    async def effective_power_levels(self, room_id: RoomID) -> PowerLevelStateEventContent:
+        """The room's power levels as decisions need them: from room version 12 on, the room's
+        creators outrank everyone without appearing in ``users``; they are added at 2**53-1."""
+        levels = await self.bot.get_power_levels(room_id, ensure_joined=False)
+        creators = await self._creators(room_id)
+        if not creators:
+            return levels
+        effective = PowerLevelStateEventContent.deserialize(levels.serialize())
+        for creator in creators:
+            effective.users[creator] = 2**53 - 1
+        return effective
+
+    async def _creators(self, room_id: RoomID) -> tuple[UserID, ...]:
+        """Creators with implicit power (room version 12+); cached, as create events never change."""
+        if room_id not in self._creators_cache:
+            event = await self.bot.get_state_event(room_id, EventType.ROOM_CREATE, format="event")
+            raw: dict[str, Any] = event.serialize()
+            content: dict[str, Any] = raw.get("content", {})
+            version = str(content.get("room_version", "1"))
+            creators: tuple[UserID, ...] = ()
+            if version.isdigit() and int(version) >= 12:
+                additional = content.get("additional_creators", [])
+                creators = (UserID(raw["sender"]), *(UserID(u) for u in additional))
+            self._creators_cache[room_id] = creators
+        return self._creators_cache[room_id]
 
     async def check_reachable(self) -> None:
         """Raises unless the homeserver answers /versions now (for /health)."""

@@ -80,15 +80,35 @@ class LocalStack:
         )
         self.config_path = self.root / "appservice" / "config.yaml"
         self.registration_path = self.root / "appservice" / "registration.yaml"
+        self.gate_token = self._secret("gate-token")
         self.synapse = SynapseServer(
             self.root / "synapse",
             self.server_name,
             self.ports["synapse"],
             [self.registration_path, *options.extra_registrations],
+            modules=[
+                {
+                    "module": "unityplan_gate.BadgeGate",
+                    "config": {
+                        "url": f"http://127.0.0.1:{self.ports['appservice']}",
+                        "token": self.gate_token,
+                        "timeout_seconds": 3,
+                    },
+                }
+            ],
         )
         self.platform: Platform | None = None
         self.config: Config | None = None
         self.demo_users: list[DemoUser] = []
+
+    def _secret(self, name: str) -> str:
+        """A random secret made once and kept in the data folder."""
+        path = self.root / f"{name}.txt"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     def _ports(self) -> dict[str, int]:
         """Ports are remembered in the data folder so a restarted dev stack keeps its URLs."""
@@ -157,6 +177,7 @@ class LocalStack:
             "database": {"url": self.postgres.dsn()},
             "nats": {"url": self.nats.url},
             "ipfs": {"api_url": self.ipfs.api_url},
+            "gate": {"module_token": self.gate_token},
             "permissions": {
                 "admins": [admin],
                 "badge_issuers": [admin],

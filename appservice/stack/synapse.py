@@ -32,11 +32,13 @@ class SynapseServer:
         server_name: str,
         client_port: int,
         registrations: list[Path],
+        modules: list[dict[str, object]] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.server_name = server_name
         self.client_port = client_port
         self.registrations = registrations
+        self.modules = modules or []
         self.process: ManagedProcess | None = None
 
     @property
@@ -70,6 +72,7 @@ class SynapseServer:
             "data_dir": str(self.data_dir),
             "client_port": str(self.client_port),
             "app_service_config_files": json.dumps([str(p) for p in self.registrations]),
+            "modules": json.dumps(self.modules),
             **self._secrets(),
         }
         for template, target in (
@@ -90,6 +93,8 @@ class SynapseServer:
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
             log_path=self.data_dir / "synapse-stdout.log",
             cwd=self.data_dir,
+            # Our Synapse modules are importable from synapse/modules.
+            env={"PYTHONPATH": str(TEMPLATES / "modules")},
         )
         self.process.start()
         await self.process.wait_ready(self._answers, timeout=90, what="answering /versions")

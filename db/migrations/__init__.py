@@ -16,6 +16,7 @@ from . import (
     v002_event_spine,
     v003_transaction_digest,
     v004_courses_and_badges,
+    v005_gated_rooms,
 )
 
 Scope = Literal["global", "public", "territory"]
@@ -37,6 +38,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "territory", "transaction digest", v003_transaction_digest.upgrade_territory),
     Migration(1, "public", "badge definitions", v004_courses_and_badges.upgrade_public),
     Migration(4, "territory", "courses and badges", v004_courses_and_badges.upgrade_territory),
+    Migration(5, "territory", "gated rooms", v005_gated_rooms.upgrade_territory),
 )
 
 

@@ -1,0 +1,71 @@
+"""Badge-gated rooms: which badges a room requires (all of them, or any one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+
+from ..database import Database
+from ..territory import TerritoryCode, territory_schema
+
+Mode = Literal["all", "any"]
+
+
+@dataclass(frozen=True)
+class Gate:
+    room_id: str
+    badges: tuple[str, ...]
+    mode: Mode
+    previous_join_rule: str
+    set_by: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Gate:
+        return cls(row["room_id"], tuple(row["badges"]), row["mode"],
+                   row["previous_join_rule"], row["set_by"])
+
+    def missing(self, held: set[str]) -> list[str]:
+        """The badges still needed: for "any", all of them when none is held."""
+        if self.mode == "any":
+            return [] if held.intersection(self.badges) else list(self.badges)
+        return [badge for badge in self.badges if badge not in held]
+
+
+_COLUMNS = "room_id, badges, mode, previous_join_rule, set_by"
+
+
+class GateRepository:
+    def __init__(self, db: Database, territory: TerritoryCode) -> None:
+        self.db = db
+        self.schema = territory_schema(territory)
+
+    async def get(self, room_id: str) -> Gate | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_COLUMNS} FROM {self.schema}.gated_rooms WHERE room_id = $1", room_id
+        )
+        return Gate.from_row(row) if row else None
+
+    async def set(self, gate: Gate) -> None:
+        await self.db.execute(
+            f"""INSERT INTO {self.schema}.gated_rooms
+                    (room_id, badges, mode, previous_join_rule, set_by)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (room_id) DO UPDATE SET badges = EXCLUDED.badges,
+                    mode = EXCLUDED.mode, set_by = EXCLUDED.set_by, set_at = now()""",
+            gate.room_id, list(gate.badges), gate.mode, gate.previous_join_rule, gate.set_by,
+        )
+
+    async def remove(self, room_id: str) -> Gate | None:
+        row = await self.db.fetchrow(
+            f"DELETE FROM {self.schema}.gated_rooms WHERE room_id = $1 RETURNING {_COLUMNS}",
+            room_id,
+        )
+        return Gate.from_row(row) if row else None
+
+    async def requiring(self, badge: str) -> list[Gate]:
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM {self.schema}.gated_rooms WHERE $1 = ANY(badges)", badge
+        )
+        return [Gate.from_row(row) for row in rows]

@@ -1,0 +1,337 @@
+"""Badge-gated rooms: decisions, knocks, the safety net, and reactions to badge events.
+
+Layers (strongest first): the Synapse module asks ``decide`` before a local user's join exists;
+knocks are answered with an invite or a refusal (and a DM saying how to earn the badge); a join by
+someone lacking the badges is undone with a kick; revocation and expiry remove holders from every
+room that needs the badge, and an award invites them to the rooms it newly opens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from mautrix.errors import MatrixError
+from mautrix.types import (
+    Event,
+    EventType,
+    JoinRule,
+    JoinRulesStateEventContent,
+    Membership,
+    PowerLevelStateEventContent,
+    RoomID,
+    StateEvent,
+    UserID,
+)
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from appservice.matrix import MatrixConnection
+from bridges.events.consumers import ConsumerSpec
+from bridges.events.envelope import EventEnvelope, event_subject
+from bridges.events.requests import BadgeCheckClient, BadgeCheckError
+from commands.errors import CommandError
+from commands.formatting import code, escape
+from db.repositories.audit import AuditLog
+from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
+from db.repositories.courses import CourseRepository
+from db.repositories.gates import Gate, GateRepository, Mode
+
+from .direct_messages import DirectMessenger
+
+log = logging.getLogger("unityplan.gate")
+
+# Room versions before 7 cannot knock.
+KNOCK_ROOM_VERSION = 7
+MODERATOR_LEVEL = 50
+
+
+class GateError(CommandError):
+    """An expected refusal, phrased for the moderator."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    gated: bool
+    missing: tuple[str, ...] = ()
+    reason: str = ""
+
+
+class GateMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decision_seconds = Histogram(
+            "unityplan_gate_decision_seconds",
+            "Time to decide whether a user may be in a room",
+            ["cached"],
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
+            registry=registry,
+        )
+        self.actions = Counter(
+            "unityplan_gate_actions",
+            "What the gate did: invited, knock_refused, kicked, removed (revoked/expired)",
+            ["action"],
+            registry=registry,
+        )
+
+
+class GateService:
+    def __init__(
+        self,
+        *,
+        gates: GateRepository,
+        awards: AwardRepository,
+        definitions: BadgeDefinitionRepository,
+        courses: CourseRepository,
+        badge_checks: BadgeCheckClient,
+        matrix: MatrixConnection,
+        messenger: DirectMessenger,
+        audit: AuditLog,
+        metrics: GateMetrics,
+        server_name: str,
+        ghost_prefix: str,
+        cache_seconds: float,
+    ) -> None:
+        self.gates = gates
+        self.awards = awards
+        self.definitions = definitions
+        self.courses = courses
+        self.badge_checks = badge_checks
+        self.matrix = matrix
+        self.messenger = messenger
+        self.audit = audit
+        self.metrics = metrics
+        self.server_name = server_name
+        self.ghost_prefix = ghost_prefix  # "@unity_": the appservice's own users are never gated
+        self.cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, str], tuple[float, Decision]] = {}
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def invalidate(self, user_id: str | None = None, room_id: str | None = None) -> None:
+        for key in list(self._cache):
+            if (user_id is None or key[0] == user_id) and (room_id is None or key[1] == room_id):
+                del self._cache[key]
+
+    async def decide(self, user_id: str, room_id: str, *, fresh: bool = False) -> Decision:
+        started = time.perf_counter()
+        key = (user_id, room_id)
+        cached = self._cache.get(key)
+        if cached and not fresh and cached[0] > time.monotonic():
+            self.metrics.decision_seconds.labels("yes").observe(time.perf_counter() - started)
+            return cached[1]
+        decision = await self._decide(user_id, room_id)
+        self._cache[key] = (time.monotonic() + self.cache_seconds, decision)
+        self.metrics.decision_seconds.labels("no").observe(time.perf_counter() - started)
+        return decision
+
+    async def _decide(self, user_id: str, room_id: str) -> Decision:
+        gate = await self.gates.get(room_id)
+        if gate is None:
+            return Decision(allowed=True, gated=False)
+        held = await self._held(user_id, gate.badges)
+        missing = gate.missing(held)
+        if not missing:
+            return Decision(allowed=True, gated=True)
+        return Decision(False, True, tuple(missing), await self.explain(gate, missing))
+
+    async def _held(self, user_id: str, badges: tuple[str, ...]) -> set[str]:
+        held = set()
+        local = user_id.split(":", 1)[-1] == self.server_name
+        for badge in badges:
+            if local:
+                if await self.awards.holds(user_id, badge):
+                    held.add(badge)
+                continue
+            try:  # a member of another territory: their own territory answers
+                if (await self.badge_checks.check(user_id, badge)).valid:
+                    held.add(badge)
+            except BadgeCheckError as exc:
+                log.warning("Cannot check %s for %s: %s", badge, user_id, exc)
+        return held
+
+    async def explain(self, gate: Gate, missing: list[str]) -> str:
+        names = []
+        for badge in missing:
+            courses = await self.courses.awarding(badge)
+            earn = f" (earn it with !course enroll {courses[0].slug})" if courses else ""
+            names.append(f"{badge}{earn}")
+        need = (
+            "one of the badges"
+            if gate.mode == "any" and len(missing) > 1
+            else ("the badge" if len(missing) == 1 else "the badges")
+        )
+        return f"This room requires {need} {', '.join(names)}."
+
+    # --- moderator commands -------------------------------------------------------------------
+
+    async def require(
+        self, room_id: RoomID, badges: tuple[str, ...], mode: Mode, actor: str
+    ) -> tuple[Gate, list[str]]:
+        for badge in badges:
+            if await self.definitions.get(badge) is None:
+                raise GateError(f"There is no badge {badge!r}.")
+        bot = self.matrix.bot
+        await self._check_power(room_id)
+        create = await bot.get_state_event(room_id, EventType.ROOM_CREATE)
+        version = str(create.serialize().get("room_version", "1"))
+        if not version.isdigit() or int(version) < KNOCK_ROOM_VERSION:
+            raise GateError(
+                f"This room's version ({version}) cannot knock, which gated rooms need. Upgrade "
+                "the room (room version 10 or newer) and gate the new one."
+            )
+        previous = await self.gates.get(room_id)
+        if previous is not None:
+            previous_rule = previous.previous_join_rule
+        else:
+            try:
+                rules = await bot.get_state_event(room_id, EventType.ROOM_JOIN_RULES)
+                previous_rule = str(rules.serialize().get("join_rule", "invite"))
+            except MatrixError:
+                previous_rule = "invite"
+        gate = Gate(room_id, badges, mode, previous_rule, actor)
+        await self.gates.set(gate)
+        await bot.send_state_event(
+            room_id,
+            EventType.ROOM_JOIN_RULES,
+            JoinRulesStateEventContent(join_rule=JoinRule("knock")),
+        )
+        self.invalidate(room_id=room_id)
+        removed = await self._enforce_members(gate)
+        await self.audit.record(
+            actor,
+            "gate.required",
+            room_id=room_id,
+            details={"badges": list(badges), "mode": mode, "removed": removed},
+        )
+        return gate, removed
+
+    async def off(self, room_id: RoomID, actor: str) -> Gate:
+        gate = await self.gates.remove(room_id)
+        if gate is None:
+            raise GateError("This room is not gated.")
+        self.invalidate(room_id=room_id)
+        rule = JoinRule(gate.previous_join_rule)
+        try:
+            await self.matrix.bot.send_state_event(
+                room_id, EventType.ROOM_JOIN_RULES, JoinRulesStateEventContent(join_rule=rule)
+            )
+        except MatrixError as exc:
+            log.warning("Could not restore the join rule of %s: %s", room_id, exc)
+        await self.audit.record(actor, "gate.removed", room_id=room_id)
+        return gate
+
+    async def _check_power(self, room_id: RoomID) -> None:
+        await self.matrix.bot.get_power_levels(room_id, ignore_cache=True)  # refresh the cache
+        levels: PowerLevelStateEventContent = await self.matrix.effective_power_levels(room_id)
+        mine = levels.get_user_level(self.matrix.bot_user_id)
+        needed = max(levels.invite, levels.kick, levels.get_event_level(EventType.ROOM_JOIN_RULES))
+        if mine < needed:
+            raise GateError(
+                f"I need power level {needed} in this room to gate it (to change the join rule, "
+                f"invite and remove members); I have {mine}. Make me a moderator and try again."
+            )
+
+    async def _is_exempt(self, user_id: str, room_id: str) -> bool:
+        """The bot, its ghosts and the room's moderators (power level 50+) are never removed."""
+        if user_id == self.matrix.bot_user_id or user_id.startswith(self.ghost_prefix):
+            return True
+        levels = await self.matrix.effective_power_levels(RoomID(room_id))
+        return levels.get_user_level(UserID(user_id)) >= MODERATOR_LEVEL
+
+    async def _enforce_members(self, gate: Gate) -> list[str]:
+        """Remove current members who lack the badges (moderators excepted)."""
+        removed = []
+        members = await self.matrix.bot.get_joined_members(RoomID(gate.room_id))
+        for member in members:
+            if await self._is_exempt(member, gate.room_id):
+                continue
+            decision = await self.decide(member, gate.room_id, fresh=True)
+            if not decision.allowed:
+                await self._remove(member, gate.room_id, decision.reason, "kicked")
+                removed.append(str(member))
+        return removed
+
+    # --- Matrix events (knocks, joins) --------------------------------------------------------
+
+    async def handle(self, event: Event) -> None:
+        if not (isinstance(event, StateEvent) and event.type == EventType.ROOM_MEMBER):
+            return
+        membership = event.content.membership
+        if membership not in (Membership.KNOCK, Membership.JOIN):
+            return
+        user_id = str(event.state_key)
+        if user_id == self.matrix.bot_user_id:
+            return
+        gate = await self.gates.get(event.room_id)
+        if gate is None:
+            return
+        decision = await self.decide(user_id, event.room_id, fresh=True)
+        if membership == Membership.KNOCK:
+            if decision.allowed:
+                await self.matrix.bot.invite_user(
+                    event.room_id, UserID(user_id), reason="You hold the badges this room needs."
+                )
+                self.metrics.actions.labels("invited").inc()
+            else:
+                await self._remove(user_id, event.room_id, decision.reason, "knock_refused")
+        elif not decision.allowed and not await self._is_exempt(user_id, event.room_id):
+            await self._remove(user_id, event.room_id, decision.reason, "kicked")
+
+    async def _remove(self, user_id: str, room_id: str, reason: str, action: str) -> None:
+        try:
+            await self.matrix.bot.kick_user(RoomID(room_id), UserID(user_id), reason=reason)
+        except MatrixError as exc:
+            log.warning("Could not remove %s from gated room %s: %s", user_id, room_id, exc)
+            return
+        self.metrics.actions.labels(action).inc()
+        what = "Your knock on" if action == "knock_refused" else "You were removed from"
+        await self.messenger.send(
+            user_id,
+            f"{what} the room {code(room_id)} was refused: {escape(reason)}"
+            if action == "knock_refused"
+            else f"{what} {code(room_id)}: {escape(reason)}",
+        )
+
+    # --- badge events -------------------------------------------------------------------------
+
+    def consumer(self, territory: str) -> ConsumerSpec:
+        types = ("badge.awarded", "badge.renewed", "badge.revoked", "badge.expired")
+        return ConsumerSpec(
+            name=f"{territory}-gate",
+            subjects=tuple(event_subject(territory, t) for t in types),
+            handler=self.on_badge_event,
+        )
+
+    async def on_badge_event(self, event: EventEnvelope) -> None:
+        user_id, badge = str(event.data["user_id"]), str(event.data["badge"])
+        self.invalidate(user_id=user_id)
+        for gate in await self.gates.requiring(badge):
+            room = RoomID(gate.room_id)
+            try:
+                members = await self.matrix.bot.get_joined_members(room)
+            except MatrixError as exc:
+                log.warning("Cannot read the members of gated room %s: %s", room, exc)
+                continue
+            decision = await self.decide(user_id, gate.room_id, fresh=True)
+            if event.type in ("badge.revoked", "badge.expired"):
+                if (
+                    UserID(user_id) in members
+                    and not decision.allowed
+                    and not await self._is_exempt(user_id, gate.room_id)
+                ):
+                    why = "revoked" if event.type == "badge.revoked" else "expired"
+                    await self._remove(
+                        user_id,
+                        gate.room_id,
+                        f"Your badge {badge} {why}. {decision.reason}",
+                        "removed",
+                    )
+            elif decision.allowed and UserID(user_id) not in members:
+                try:
+                    await self.matrix.bot.invite_user(
+                        room, UserID(user_id), reason=f"Your badge {badge} opens this room."
+                    )
+                    self.metrics.actions.labels("invited").inc()
+                except MatrixError as exc:  # e.g. already invited
+                    log.info("Could not invite %s to %s: %s", user_id, room, exc)
