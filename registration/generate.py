@@ -18,7 +18,13 @@ def user_namespace(config: Config) -> str:
 
 
 def alias_namespace(config: Config) -> str:
+    """Forum topic rooms: #forum_<slug>:server."""
     return f"#{re.escape(config.appservice.alias_prefix)}.*:{re.escape(config.homeserver.domain)}"
+
+
+def managed_alias_namespace(config: Config) -> str:
+    """Other rooms the platform manages (e.g. gated rooms it creates): #unity_<name>:server."""
+    return f"#{re.escape(config.appservice.user_prefix)}.*:{re.escape(config.homeserver.domain)}"
 
 
 def new_token() -> str:
@@ -36,7 +42,10 @@ def build_registration(config: Config, as_token: str, hs_token: str) -> dict[str
         "receive_ephemeral": True,
         "namespaces": {
             "users": [{"regex": user_namespace(config), "exclusive": True}],
-            "aliases": [{"regex": alias_namespace(config), "exclusive": True}],
+            "aliases": [
+                {"regex": alias_namespace(config), "exclusive": True},
+                {"regex": managed_alias_namespace(config), "exclusive": True},
+            ],
             "rooms": [],
         },
     }

@@ -1,10 +1,14 @@
-"""What `unityplan dev` puts into a fresh territory: the demo course (and with it its badge)."""
+"""What `unityplan dev` puts into a fresh territory: the demo course (with its badge) and a room
+gated by that badge."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 from typing import Any
+
+from mautrix.errors import MatrixError
+from mautrix.types import RoomAlias, RoomCreatePreset, RoomID, UserID
 
 from workflows.course_file import parse_course_file
 
@@ -13,12 +17,37 @@ from ..app import Platform
 log = logging.getLogger("unityplan.dev")
 
 DEMO_COURSE = Path(__file__).parent / "demo" / "climate-basics.yaml"
+GATED_ROOM_NAME = "climate-action"
 
 
 async def seed_demo(platform: Platform, admin: str) -> dict[str, Any]:
-    """Import the demo course unless a version of it exists; returns stack.json's "demo" entry."""
+    """Import the demo course and gate a demo room (once); returns stack.json's "demo" entry."""
     spec = parse_course_file(DEMO_COURSE.read_text("utf-8"))
     if await platform.course_repo.latest_version(spec.slug) is None:
         await platform.courses.import_course(spec, actor=admin, source=f"demo:{DEMO_COURSE.name}")
         log.info("Imported the demo course %s", spec.slug)
-    return {"course": spec.slug, "badge": spec.awards}
+    # In the appservice's alias namespace: #unity_climate-action:<server>.
+    localpart = f"{platform.config.appservice.user_prefix}{GATED_ROOM_NAME}"
+    alias = RoomAlias(f"#{localpart}:{platform.config.homeserver.domain}")
+    await _gated_room(platform, alias, localpart, spec.awards, spec.title, admin)
+    return {"course": spec.slug, "badge": spec.awards, "gated_room_alias": alias}
+
+
+async def _gated_room(
+    platform: Platform, alias: RoomAlias, localpart: str, badge: str, course_title: str, admin: str
+) -> RoomID:
+    bot = platform.matrix.bot
+    try:
+        return (await bot.resolve_room_alias(alias)).room_id
+    except MatrixError:
+        pass
+    room_id = await bot.create_room(
+        alias_localpart=localpart,
+        preset=RoomCreatePreset.PUBLIC,
+        name="Climate action (badge-gated)",
+        topic=f"For holders of the {badge} badge: pass the course {course_title} to get in.",
+        power_level_override={"users": {UserID(admin): 100}},
+    )
+    await platform.gate.require(room_id, (badge,), "all", actor=admin)
+    log.info("Created the gated demo room %s (%s)", alias, room_id)
+    return room_id

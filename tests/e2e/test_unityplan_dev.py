@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import psutil
-from nio import AsyncClient, LoginResponse, RoomCreateResponse, RoomMessageNotice
+from nio import AsyncClient, JoinError, LoginResponse, RoomCreateResponse, RoomMessageNotice
 
 STARTUP_TIMEOUT = 180
 
@@ -76,6 +76,12 @@ async def test_unityplan_dev_runs_answers_and_stops() -> None:
             assert isinstance(created, RoomCreateResponse)
             reply = await _help_reply(client, created.room_id, info["bot_user_id"])
             assert "!territory info" in reply
+            # The demo room is gated by the demo course's badge, which a new member lacks.
+            demo = info["demo"]
+            refused = await client.join(demo["gated_room_alias"])
+            assert isinstance(refused, JoinError) and refused.status_code == "M_FORBIDDEN"
+            assert f"requires the badge {demo['badge']}" in refused.message
+            assert f"!course enroll {demo['course']}" in refused.message
         finally:
             await client.close()
 
