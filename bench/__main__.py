@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_argument("--warmup", type=int, default=5, help="iterations discarded first")
     commands.add_argument("--timeout", type=float, default=10.0, help="seconds per round trip")
     commands.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    gate = benchmarks.add_parser(
+        "gate",
+        help="knock -> invite and unauthorised join -> kick vs. plain delivery; decision time",
+    )
+    gate.add_argument("--runs", type=_positive, default=30, help="measured iterations")
+    gate.add_argument("--warmup", type=int, default=3, help="iterations discarded first")
+    gate.add_argument("--timeout", type=float, default=10.0, help="seconds per reaction")
+    gate.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
     events = benchmarks.add_parser(
         "events",
         help="outbox commit -> JetStream PubAck vs. plain JetStream publishes",
@@ -86,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return _events(args)
     if args.benchmark == "commands":
         return _commands(args)
+    if args.benchmark == "gate":
+        return _gate(args)
     options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
     try:
         result = asyncio.run(run(options))
@@ -106,6 +116,21 @@ def _commands(args: argparse.Namespace) -> int:
     options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
     try:
         result = asyncio.run(commands.run(options))
+    except Exception as exc:
+        logging.getLogger("unityplan.bench").critical(
+            "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose
+        )
+        return EXIT_SETUP_FAILED
+    print(result.as_text())
+    return EXIT_ROUND_TRIP_FAILED if result.error else 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from . import gate
+
+    options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
+    try:
+        result = asyncio.run(gate.run(options))
     except Exception as exc:
         logging.getLogger("unityplan.bench").critical(
             "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose

@@ -33,6 +33,14 @@ def reply_key(sender: str, in_reply_to: str) -> str:
     return f"reply {sender} {in_reply_to}"
 
 
+def invite_key(room_id: str) -> str:
+    return f"invite {room_id}"
+
+
+def membership_key(room_id: str, user_id: str, membership: str) -> str:
+    return f"member {room_id} {user_id} {membership}"
+
+
 def keys_of(source: dict[str, Any]) -> list[str]:
     keys = [event_key(str(source.get("event_id")))]
     relates_to = (source.get("content") or {}).get("m.relates_to") or {}
@@ -74,14 +82,25 @@ class SyncedUser:
                 await asyncio.sleep(0.5)
 
     def _note(self, response: SyncResponse, arrived: float) -> None:
-        for room in response.rooms.join.values():
-            for event in room.timeline.events:
-                for key in keys_of(event.source):
-                    waiter = self._waiters.pop(key, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(arrived)
-                    elif key not in self._arrivals:
-                        self._arrivals[key] = arrived
+        keys: list[str] = []
+        for rooms in (response.rooms.join, response.rooms.leave):
+            for room_id, room in rooms.items():
+                for event in room.timeline.events:
+                    keys += keys_of(event.source)
+                    if event.source.get("type") == "m.room.member":
+                        membership = (event.source.get("content") or {}).get("membership")
+                        keys.append(
+                            membership_key(
+                                room_id, str(event.source.get("state_key")), str(membership)
+                            )
+                        )
+        keys += [invite_key(room_id) for room_id in response.rooms.invite]
+        for key in keys:
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(arrived)
+            elif key not in self._arrivals:
+                self._arrivals[key] = arrived
 
     def _sync_stopped(self, task: asyncio.Task[None]) -> None:
         error = SyncFailed(f"the sync loop of {self.user_id} stopped")
@@ -91,6 +110,10 @@ class SyncedUser:
             if not waiter.done():
                 waiter.set_exception(error)
         self._waiters.clear()
+
+    def forget(self, key: str) -> None:
+        """Drop an earlier arrival of ``key`` (keys that repeat, like a member's leave)."""
+        self._arrivals.pop(key, None)
 
     async def arrival_of(self, key: str) -> float:
         """``time.perf_counter()`` at the sync that brought ``key``; waits for it if need be."""
