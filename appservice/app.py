@@ -16,11 +16,17 @@ from bridges.events.metrics import EventMetrics
 from bridges.events.nats_client import NatsClient
 from bridges.events.publisher import EventPublisher
 from bridges.events.requests import BadgeCheckClient, BadgeCheckResponder
+from bridges.forum.api import ForumApi
+from bridges.forum.auth import TokenVerifier
+from bridges.forum.bridge import ForumBridge
+from bridges.forum.topics import ForumService
 from bridges.media.ipfs_client import IpfsClient
 from commands.badge import BadgeCommands
 from commands.course import CourseCommands
+from commands.forum import ForumCommands
 from commands.gate import GateCommands
 from commands.help import HelpCommands
+from commands.mod import ModerationCommands
 from commands.permissions import PermissionChecker
 from commands.router import CommandRouter
 from commands.territory import TerritoryCommands
@@ -28,6 +34,7 @@ from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.consumed import ConsumedEventsRepository
 from db.repositories.direct_rooms import DirectRoomRepository
+from db.repositories.forum import ForumRepository
 from db.repositories.gates import GateRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
@@ -175,6 +182,20 @@ class Platform:
         )
         self.event_bus.add_consumer(self.gate.consumer(self.territory))
 
+        # The forum.
+        self.forum = ForumRepository(self.territory_db, self.territory)
+        self.forum_service = ForumService(
+            db=self.territory_db,
+            forum=self.forum,
+            matrix=self.matrix,
+            events=self.events,
+            audit=self.audit,
+            server_name=config.homeserver.domain,
+            alias_prefix=config.appservice.alias_prefix,
+            ghost_prefix=f"@{config.appservice.user_prefix}",
+            moderators=config.permissions.admins,
+        )
+
         self.permissions = PermissionChecker(
             admins=config.permissions.admins,
             badge_issuers=config.permissions.badge_issuers,
@@ -195,8 +216,11 @@ class Platform:
         )
         self.router.register(CourseCommands(self.courses, self.matrix))
         self.router.register(GateCommands(self.gate))
+        self.router.register(ForumCommands(self.forum_service, self.permissions))
+        self.router.register(ModerationCommands(self.matrix, self.audit, self.events))
 
         self.queries = NamespaceQueries()
+        self.queries.add_alias_resolver(self.forum_service.resolve_alias)
         self.dispatcher = Dispatcher(
             bot_user_id=config.bot_user_id,
             ghost_pattern=re.compile(user_namespace(config)),
@@ -204,6 +228,7 @@ class Platform:
                 BotInviteHandler(self.matrix, config.homeserver.domain, self.messenger),
                 CommandMessageHandler(self.router, self.matrix),
                 self.gate,
+                ForumBridge(self.forum, self.forum_service, self.events, self.router),
             ],
             inbox=self.inbox,
             db=self.territory_db,
@@ -238,6 +263,11 @@ class Platform:
         self.endpoints.add_routes(self.web_app)
         add_operational_routes(self.web_app, self.health, self._ready_state, self.metrics)
         add_badge_routes(self.web_app, self.credentials)
+        ForumApi(
+            self.forum,
+            self.forum_service,
+            TokenVerifier(config.homeserver.address, config.homeserver.domain),
+        ).add_routes(self.web_app)
         if config.gate.module_token:
             add_gate_routes(self.web_app, self.gate, config.gate.module_token)
 

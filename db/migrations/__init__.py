@@ -17,6 +17,7 @@ from . import (
     v003_transaction_digest,
     v004_courses_and_badges,
     v005_gated_rooms,
+    v006_forum,
 )
 
 Scope = Literal["global", "public", "territory"]
@@ -39,6 +40,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public", "badge definitions", v004_courses_and_badges.upgrade_public),
     Migration(4, "territory", "courses and badges", v004_courses_and_badges.upgrade_territory),
     Migration(5, "territory", "gated rooms", v005_gated_rooms.upgrade_territory),
+    Migration(6, "territory", "forum", v006_forum.upgrade_territory),
 )
 
 

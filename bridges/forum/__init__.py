@@ -1,0 +1,1 @@
+"""The forum bridge: every topic is a Matrix room; its messages are the topic's comments."""

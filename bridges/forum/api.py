@@ -1,0 +1,251 @@
+"""The forum HTTP API (JSON; errors as {"errcode", "error"}).
+
+    GET    /api/forums/categories
+    GET    /api/forums/topics                         ?limit=&before=  (newest first)
+    POST   /api/forums/topics                         {"title", "category"?, "body"?} -> 201
+    GET    /api/forums/topics/{id}
+    GET    /api/forums/topics/{id}/comments           ?limit=&after=   (oldest first)
+    POST   /api/forums/topics/{id}/comments           {"body", "reply_to"?} -> 201 ; 423 if locked
+    PATCH  /api/forums/topics/{id}/comments/{cid}     {"body"}  (the author; mirrored as an edit)
+    DELETE /api/forums/topics/{id}/comments/{cid}     (the author; mirrored as a redaction)
+
+Writes need ``Authorization: Bearer <token>`` (see auth.py). Bodies are limited in size and
+validated; user HTML is sanitised.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from db.repositories.forum import Comment, ForumRepository, Topic
+
+from .auth import TokenVerifier
+from .topics import ForumError, ForumService
+
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_BODY_CHARS = 20_000
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+
+
+class NewTopic(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=200)
+    category: str | None = Field(default=None, max_length=64)
+    body: str | None = Field(default=None, min_length=1, max_length=MAX_BODY_CHARS)
+
+
+class NewComment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS)
+    reply_to: int | None = None
+
+
+class EditComment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+class ForumApi:
+    def __init__(
+        self, forum: ForumRepository, service: ForumService, verifier: TokenVerifier
+    ) -> None:
+        self.forum = forum
+        self.service = service
+        self.verifier = verifier
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/forums/categories", self._guard(self.categories))
+        app.router.add_get("/api/forums/topics", self._guard(self.list_topics))
+        app.router.add_post("/api/forums/topics", self._guard(self.create_topic))
+        app.router.add_get("/api/forums/topics/{id}", self._guard(self.get_topic))
+        app.router.add_get("/api/forums/topics/{id}/comments", self._guard(self.list_comments))
+        app.router.add_post("/api/forums/topics/{id}/comments", self._guard(self.post_comment))
+        app.router.add_patch(
+            "/api/forums/topics/{id}/comments/{cid}", self._guard(self.edit_comment)
+        )
+        app.router.add_delete(
+            "/api/forums/topics/{id}/comments/{cid}", self._guard(self.delete_comment)
+        )
+
+    @staticmethod
+    def _guard(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except ForumError as exc:
+                return _error(exc.status, exc.errcode, str(exc))
+
+        return guarded
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request, model: type[BaseModel]) -> Any:
+        raw = await request.content.read(MAX_REQUEST_BYTES + 1)
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise ForumError(
+                f"The request is larger than {MAX_REQUEST_BYTES // 1024} KB.", 413, "M_TOO_LARGE"
+            )
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ForumError("The body is not JSON.", 400, "M_NOT_JSON") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise ForumError(f"{where}: {first['msg']}", 400, "M_BAD_JSON") from None
+
+    async def _topic(self, request: web.Request) -> Topic:
+        raw = request.match_info["id"]
+        topic = await self.forum.topic(int(raw)) if raw.isdigit() else None
+        if topic is None:
+            raise ForumError("No such topic.", 404, "M_NOT_FOUND")
+        return topic
+
+    async def _comment(self, request: web.Request, topic: Topic) -> Comment:
+        raw = request.match_info["cid"]
+        comment = await self.forum.comment(int(raw)) if raw.isdigit() else None
+        if comment is None or comment.topic_id != topic.id:
+            raise ForumError("No such comment in this topic.", 404, "M_NOT_FOUND")
+        return comment
+
+    @staticmethod
+    def _page(request: web.Request, name: str) -> tuple[int, int | None]:
+        try:
+            limit = int(request.query.get("limit", DEFAULT_LIMIT))
+            cursor = request.query.get(name)
+            return max(1, min(limit, MAX_LIMIT)), int(cursor) if cursor else None
+        except ValueError:
+            raise ForumError(f"limit and {name} are numbers.", 400, "M_INVALID_PARAM") from None
+
+    def _topic_json(self, topic: Topic) -> dict[str, Any]:
+        return {
+            "id": topic.id,
+            "title": topic.title,
+            "slug": topic.slug,
+            "category": topic.category,
+            "room_id": topic.matrix_room_id,
+            "alias": self.service.alias_of(topic),
+            "created_by": topic.created_by,
+            "created_at": topic.created_at.isoformat(),
+            "locked": topic.locked,
+        }
+
+    async def _comments_json(self, comments: list[Comment]) -> list[dict[str, Any]]:
+        votes = await self.forum.vote_counts([c.id for c in comments])
+        result = []
+        for c in comments:
+            deleted = c.deleted_at is not None
+            edits = (
+                []
+                if deleted
+                else [
+                    {
+                        "revision": r.revision,
+                        "body": r.body,
+                        "body_html": r.body_html,
+                        "created_at": r.created_at.isoformat(),
+                    }
+                    for r in await self.forum.revisions(c.id)
+                ]
+            )
+            up, down = votes.get(c.id, (0, 0))
+            result.append(
+                {
+                    "id": c.id,
+                    "author": c.author,
+                    "event_id": c.matrix_event_id,
+                    "reply_to": c.parent_id,
+                    "body": None if deleted else c.body,
+                    "body_html": None if deleted else c.body_html,
+                    "source": c.source,
+                    "created_at": c.created_at.isoformat(),
+                    "edited_at": c.edited_at.isoformat() if c.edited_at else None,
+                    "deleted": deleted,
+                    "edits": edits,
+                    "votes": {"up": up, "down": down},
+                    "attachments": [],
+                }
+            )
+        return result
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    async def categories(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "categories": [
+                    {"slug": c.slug, "name": c.name, "description": c.description}
+                    for c in await self.forum.categories()
+                ]
+            }
+        )
+
+    async def list_topics(self, request: web.Request) -> web.Response:
+        limit, before = self._page(request, "before")
+        topics = await self.forum.topics(limit, before)
+        next_before = topics[-1].id if len(topics) == limit else None
+        return web.json_response(
+            {"topics": [self._topic_json(t) for t in topics], "next_before": next_before}
+        )
+
+    async def create_topic(self, request: web.Request) -> web.Response:
+        author = await self.verifier.user_of(request.headers.get("Authorization"))
+        body = await self._body(request, NewTopic)
+        topic = await self.service.create_topic(body.title, author, category=body.category)
+        if body.body:
+            await self.service.post_comment(topic, author, body.body, None)
+        return web.json_response(
+            {
+                "id": topic.id,
+                "room_id": topic.matrix_room_id,
+                "alias": self.service.alias_of(topic),
+            },
+            status=201,
+        )
+
+    async def get_topic(self, request: web.Request) -> web.Response:
+        return web.json_response(self._topic_json(await self._topic(request)))
+
+    async def list_comments(self, request: web.Request) -> web.Response:
+        topic = await self._topic(request)
+        limit, after = self._page(request, "after")
+        comments = await self.forum.comments(topic.id, limit, after)
+        next_after = comments[-1].id if len(comments) == limit else None
+        return web.json_response(
+            {"comments": await self._comments_json(comments), "next_after": next_after}
+        )
+
+    async def post_comment(self, request: web.Request) -> web.Response:
+        author = await self.verifier.user_of(request.headers.get("Authorization"))
+        topic = await self._topic(request)
+        body = await self._body(request, NewComment)
+        comment = await self.service.post_comment(topic, author, body.body, body.reply_to)
+        return web.json_response((await self._comments_json([comment]))[0], status=201)
+
+    async def edit_comment(self, request: web.Request) -> web.Response:
+        author = await self.verifier.user_of(request.headers.get("Authorization"))
+        topic = await self._topic(request)
+        comment = await self._comment(request, topic)
+        body = await self._body(request, EditComment)
+        edited = await self.service.edit_comment(comment, author, body.body)
+        return web.json_response((await self._comments_json([edited]))[0])
+
+    async def delete_comment(self, request: web.Request) -> web.Response:
+        author = await self.verifier.user_of(request.headers.get("Authorization"))
+        topic = await self._topic(request)
+        await self.service.delete_comment(await self._comment(request, topic), author)
+        return web.json_response({}, status=200)

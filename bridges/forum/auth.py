@@ -1,0 +1,69 @@
+"""Who is calling the forum API: a Matrix OpenID token (or an access token), asked of our homeserver.
+
+Only users of this territory's homeserver may write: a token the homeserver vouches for but that
+belongs to a user of another server is refused.
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+
+from .topics import ForumError
+
+CACHE_SECONDS = 60.0
+
+
+class TokenVerifier:
+    def __init__(self, homeserver_url: str, server_name: str) -> None:
+        self.homeserver_url = homeserver_url.rstrip("/")
+        self.server_name = server_name
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def user_of(self, authorization: str | None) -> str:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        if not authorization or not authorization.startswith("Bearer ") or not token:
+            raise ForumError(
+                "Writing needs Authorization: Bearer <Matrix OpenID or access token>.",
+                401,
+                "M_MISSING_TOKEN",
+            )
+        cached = self._cache.get(token)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        user_id = await self._openid(token) or await self._access_token(token)
+        if user_id is None:
+            raise ForumError("The homeserver does not know that token.", 401, "M_UNKNOWN_TOKEN")
+        if user_id.split(":", 1)[-1] != self.server_name:
+            raise ForumError(
+                f"Only users of {self.server_name} may write here; {user_id} is not one.",
+                403,
+                "M_FORBIDDEN",
+            )
+        self._cache[token] = (time.monotonic() + CACHE_SECONDS, user_id)
+        return user_id
+
+    async def _openid(self, token: str) -> str | None:
+        url = f"{self.homeserver_url}/_matrix/federation/v1/openid/userinfo"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                url, params={"access_token": token}, timeout=aiohttp.ClientTimeout(total=5)
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                sub = (await resp.json()).get("sub")
+                return sub if isinstance(sub, str) else None
+
+    async def _access_token(self, token: str) -> str | None:
+        url = f"{self.homeserver_url}/_matrix/client/v3/account/whoami"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                user_id = (await resp.json()).get("user_id")
+                return user_id if isinstance(user_id, str) else None

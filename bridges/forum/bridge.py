@@ -1,0 +1,172 @@
+"""Room → forum: messages become comments, replies threaded comments, edits revisions, redactions
+soft deletions, 👍/👎 reactions votes. Every write is keyed by the Matrix event id, so a replayed
+transaction changes nothing."""
+
+from __future__ import annotations
+
+import logging
+
+from mautrix.errors import MatrixError
+from mautrix.types import (
+    Event,
+    EventType,
+    Format,
+    MessageEvent,
+    MessageType,
+    ReactionEvent,
+    RedactionEvent,
+    RelationType,
+    RoomID,
+    StateEvent,
+    TextMessageEventContent,
+)
+
+from bridges.events.publisher import EventPublisher
+from commands.router import CommandRouter
+from db.repositories.forum import ForumRepository, Topic
+
+from .sanitize import clean_html
+from .topics import ForumService
+
+log = logging.getLogger("unityplan.forum.bridge")
+
+UP = {"👍", "👍️", "+1", ":+1:"}
+DOWN = {"👎", "👎️", "-1", ":-1:"}
+TEXT_TYPES = {MessageType.TEXT, MessageType.EMOTE}
+
+
+class ForumBridge:
+    def __init__(
+        self,
+        forum: ForumRepository,
+        service: ForumService,
+        events: EventPublisher,
+        router: CommandRouter,
+    ) -> None:
+        self.forum = forum
+        self.service = service
+        self.events = events
+        self.router = router
+
+    async def handle(self, event: Event) -> None:
+        room_id = getattr(event, "room_id", None)
+        if room_id is None:
+            return
+        topic = await self.forum.topic_by_room(room_id)
+        if topic is None:
+            return
+        if isinstance(event, MessageEvent) and event.type == EventType.ROOM_MESSAGE:
+            await self._message(topic, event)
+        elif isinstance(event, ReactionEvent):
+            await self._reaction(event)
+        elif isinstance(event, RedactionEvent):
+            await self._redaction(event)
+        elif isinstance(event, StateEvent) and event.type == EventType.ROOM_TOMBSTONE:
+            await self._tombstone(topic, event)
+
+    async def _message(self, topic: Topic, event: MessageEvent) -> None:
+        content = event.content
+        if not isinstance(content, TextMessageEventContent) or content.msgtype not in TEXT_TYPES:
+            return
+        if self.router.is_command(content.body or ""):
+            return
+        relates = content.relates_to
+        if relates and relates.rel_type == RelationType.REPLACE and relates.event_id:
+            await self._edit(event, str(relates.event_id))
+            return
+        parent_event = content.get_reply_to() or (
+            relates.event_id if relates and relates.rel_type == RelationType.THREAD else None
+        )
+        parent = await self.forum.comment_by_event(str(parent_event)) if parent_event else None
+        content.trim_reply_fallback()
+        html = (
+            clean_html(content.formatted_body)
+            if content.format == Format.HTML and content.formatted_body
+            else None
+        )
+        comment = await self.forum.add_comment(
+            topic.id,
+            author=str(event.sender),
+            body=content.body or "",
+            body_html=html,
+            source="matrix",
+            matrix_event_id=str(event.event_id),
+            parent_id=parent.id if parent else None,
+        )
+        if comment is not None:
+            await self.events.emit(
+                "forum.comment_posted",
+                {
+                    "topic_id": topic.id,
+                    "comment_id": comment.id,
+                    "author": str(event.sender),
+                    "parent_id": comment.parent_id,
+                    "via": "matrix",
+                    "event_id": str(event.event_id),
+                },
+                actor=str(event.sender),
+            )
+
+    async def _edit(self, event: MessageEvent, original: str) -> None:
+        comment = await self.forum.comment_by_event(original)
+        if comment is None or comment.author != str(event.sender):
+            return  # only the author's own edits count
+        new = getattr(event.content, "new_content", None) or event.content
+        body = str(getattr(new, "body", "") or "")
+        formatted = getattr(new, "formatted_body", None)
+        html = (
+            clean_html(formatted)
+            if getattr(new, "format", None) == Format.HTML and formatted
+            else None
+        )
+        await self.forum.revise(comment.id, body, html, str(event.event_id))
+
+    async def _reaction(self, event: ReactionEvent) -> None:
+        relates = event.content.relates_to
+        if relates.rel_type != RelationType.ANNOTATION or not relates.event_id:
+            return
+        key = (relates.key or "").strip()
+        value = 1 if key in UP else -1 if key in DOWN else 0
+        if value == 0:
+            return
+        comment = await self.forum.comment_by_event(str(relates.event_id))
+        if comment is not None:
+            await self.forum.vote(comment.id, str(event.sender), value, str(event.event_id))
+
+    async def _redaction(self, event: RedactionEvent) -> None:
+        redacts = str(getattr(event, "redacts", None) or "")
+        if not redacts:
+            return
+        comment = await self.forum.comment_by_event(redacts)
+        if comment is not None:
+            if await self.forum.soft_delete(comment.id):
+                await self.events.emit(
+                    "forum.comment_deleted",
+                    {"topic_id": comment.topic_id, "comment_id": comment.id},
+                    actor=str(event.sender),
+                )
+            return
+        await self.forum.unvote_by_event(redacts)
+
+    async def _tombstone(self, topic: Topic, event: StateEvent) -> None:
+        """Follow an upgraded room, but only to a room whose predecessor is this one."""
+        new_room = getattr(event.content, "replacement_room", None)
+        if not new_room:
+            return
+        bot = self.service.matrix.bot
+        try:
+            await bot.join_room_by_id(RoomID(new_room))
+            create = await bot.get_state_event(RoomID(new_room), EventType.ROOM_CREATE)
+        except MatrixError as exc:
+            log.warning("Cannot follow topic %d to %s: %s", topic.id, new_room, exc)
+            return
+        predecessor = (create.serialize().get("predecessor") or {}).get("room_id")
+        if predecessor != topic.matrix_room_id:
+            log.warning(
+                "Room %s claims to replace %s but its predecessor is %s; not following",
+                new_room,
+                topic.matrix_room_id,
+                predecessor,
+            )
+            return
+        await self.service.follow_upgrade(str(event.room_id), str(new_room))

@@ -1,0 +1,58 @@
+"""HTML from users, in both directions, through one allowlist (the Matrix spec's suggested tags)."""
+
+from __future__ import annotations
+
+import markdown
+import nh3
+
+TAGS = {
+    "a",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "code",
+    "del",
+    "details",
+    "div",
+    "em",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "s",
+    "span",
+    "strike",
+    "strong",
+    "sub",
+    "summary",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
+}
+ATTRIBUTES = {"a": {"href"}, "code": {"class"}, "ol": {"start"}}
+SCHEMES = {"https", "http", "ftp", "mailto", "magnet", "matrix", "mxc"}
+
+
+def clean_html(html: str) -> str:
+    return nh3.clean(
+        html, tags=TAGS, attributes=ATTRIBUTES, url_schemes=SCHEMES, link_rel="noopener noreferrer"
+    )
+
+
+def markdown_to_html(text: str) -> str:
+    return clean_html(markdown.markdown(text, extensions=["fenced_code", "sane_lists"]))
