@@ -68,6 +68,23 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--warmup", type=int, default=3, help="iterations discarded first")
     gate.add_argument("--timeout", type=float, default=10.0, help="seconds per reaction")
     gate.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    forum = benchmarks.add_parser(
+        "forum",
+        help="room message -> API comment and API comment -> room vs. plain; ingest rate",
+        description="Start one local stack and time, interleaved: a message in a forum topic "
+        "room until the API lists it as a comment, a comment posted over the API until bob's "
+        "sync brings it, and a plain alice -> bob message; then the sustained ingest rate of "
+        "100-event transactions PUT straight to the appservice.",
+    )
+    forum.add_argument("--runs", type=_positive, default=30, help="measured iterations")
+    forum.add_argument("--warmup", type=int, default=3, help="iterations discarded first")
+    forum.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per round trip or transaction"
+    )
+    forum.add_argument(
+        "--transactions", type=_positive, default=10, help="100-event transactions ingested"
+    )
+    forum.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
     events = benchmarks.add_parser(
         "events",
         help="outbox commit -> JetStream PubAck vs. plain JetStream publishes",
@@ -96,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         return _commands(args)
     if args.benchmark == "gate":
         return _gate(args)
+    if args.benchmark == "forum":
+        return _forum(args)
     options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
     try:
         result = asyncio.run(run(options))
@@ -131,6 +150,26 @@ def _gate(args: argparse.Namespace) -> int:
     options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
     try:
         result = asyncio.run(gate.run(options))
+    except Exception as exc:
+        logging.getLogger("unityplan.bench").critical(
+            "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose
+        )
+        return EXIT_SETUP_FAILED
+    print(result.as_text())
+    return EXIT_ROUND_TRIP_FAILED if result.error else 0
+
+
+def _forum(args: argparse.Namespace) -> int:
+    from . import forum
+
+    options = forum.ForumOptions(
+        runs=args.runs,
+        warmup=max(args.warmup, 0),
+        timeout_s=args.timeout,
+        transactions=args.transactions,
+    )
+    try:
+        result = asyncio.run(forum.run(options))
     except Exception as exc:
         logging.getLogger("unityplan.bench").critical(
             "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose

@@ -36,7 +36,7 @@ class BadgeCommands:
         self.server_name = server_name
 
     @command("badge list", help="Badges you (or another member) hold, with expiry")
-    @argument("user", parser=user_id, required=False, metavar="[@user]")
+    @argument("user", parser=user_id, required=False, metavar="@user")
     async def list(self, ctx: CommandContext, user: UserID | None) -> None:
         holder = user or ctx.sender
         awards = await self.badges.awards.held_by(holder)

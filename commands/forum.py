@@ -49,7 +49,7 @@ class ForumCommands:
         await ctx.reply("This topic is locked: only moderators can write, in the room and the API.")
 
     @command("forum unlock", help="Let everyone write in a topic again (this room, or #alias)")
-    @argument("topic", required=False, metavar="[#forum_alias]")
+    @argument("topic", required=False, metavar="#forum_alias")
     async def unlock(self, ctx: CommandContext, topic: str | None) -> None:
         # From another room too: in a locked room only moderators can send the command.
         found = await (self._topic_by_alias(topic) if topic else self._topic(ctx.room_id))

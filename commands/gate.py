@@ -28,7 +28,7 @@ class GateCommands:
         parser=lambda text: slug_list(text.replace(" ", ",")),
         required=False,
         rest=True,
-        metavar="[<badge>...]",
+        metavar="<badge>...",
     )
     @option("--any")
     async def require(

@@ -83,7 +83,7 @@ class ModerationCommands:
 
     @command("mod audit", help="The latest audit log entries of this room")
     @requires(Permission.ROOM_MODERATOR)
-    @argument("n", parser=_count, required=False, metavar="[n]")
+    @argument("n", parser=_count, required=False, metavar="n")
     async def audit_log(self, ctx: CommandContext, n: int | None) -> None:
         entries = await self.audit.recent(n or 10, room_id=ctx.room_id)
         if not entries:

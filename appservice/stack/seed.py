@@ -18,6 +18,8 @@ log = logging.getLogger("unityplan.dev")
 
 DEMO_COURSE = Path(__file__).parent / "demo" / "climate-basics.yaml"
 GATED_ROOM_NAME = "climate-action"
+DEMO_TOPIC_TITLE = "Welcome to the forum"
+DEMO_TOPIC_SLUG = "welcome-to-the-forum"
 
 
 async def seed_demo(platform: Platform, admin: str) -> dict[str, Any]:
@@ -30,7 +32,15 @@ async def seed_demo(platform: Platform, admin: str) -> dict[str, Any]:
     localpart = f"{platform.config.appservice.user_prefix}{GATED_ROOM_NAME}"
     alias = RoomAlias(f"#{localpart}:{platform.config.homeserver.domain}")
     await _gated_room(platform, alias, localpart, spec.awards, spec.title, admin)
-    return {"course": spec.slug, "badge": spec.awards, "gated_room_alias": alias}
+    topic = await platform.forum.topic_by_slug(DEMO_TOPIC_SLUG)
+    if topic is None:
+        topic = await platform.forum_service.create_topic(DEMO_TOPIC_TITLE, admin)
+    return {
+        "course": spec.slug,
+        "badge": spec.awards,
+        "gated_room_alias": alias,
+        "forum_topic_alias": platform.forum_service.alias_of(topic),
+    }
 
 
 async def _gated_room(

@@ -82,6 +82,9 @@ async def test_unityplan_dev_runs_answers_and_stops() -> None:
             assert isinstance(refused, JoinError) and refused.status_code == "M_FORBIDDEN"
             assert f"requires the badge {demo['badge']}" in refused.message
             assert f"!course enroll {demo['course']}" in refused.message
+            # The demo forum topic is a room anyone may join.
+            joined = await client.join(demo["forum_topic_alias"])
+            assert not isinstance(joined, JoinError), joined
         finally:
             await client.close()
 

@@ -132,3 +132,13 @@ async def test_namespace_is_exclusive(stack) -> None:  # type: ignore[no-untyped
     ):
         answer = await resp.json()
     assert resp.status == 400 and answer["errcode"] == "M_EXCLUSIVE"
+
+
+def test_every_usage_line_reads_well(platform: Platform) -> None:
+    usages = [spec.usage("!") for spec in platform.router.commands]
+    assert len(usages) >= 25
+    for usage in usages:
+        assert "[[" not in usage and "<<" not in usage, usage
+    assert "!badge list [@user]" in usages
+    assert "!mod audit [n]" in usages
+    assert "!gate require <badge> [<badge>...] [--any]" in usages

@@ -359,3 +359,49 @@ async def test_topic_follows_its_upgraded_room(
         return topic is not None and topic.matrix_room_id == new_room
 
     await _eventually(followed, "the topic follows the upgrade")
+
+
+async def test_a_tombstone_to_a_stranger_room_is_not_followed(
+    stack: LocalStack, platform: Platform, admin: MatrixUser
+) -> None:
+    token = admin.client.access_token
+    _, created = await _api(platform, "POST", "/api/forums/topics", token, {"title": "Stay put"})
+    room = created["room_id"]
+    await admin.client.join(room)
+    stranger = await admin.client.room_create(name="Not a successor")
+    levels = await platform.matrix.bot.get_power_levels(RoomID(room), ignore_cache=True)
+    levels.users[admin.user_id] = 100  # type: ignore[index]
+    levels.events["m.room.tombstone"] = 100  # type: ignore[index]
+    await platform.matrix.bot.set_power_levels(RoomID(room), levels)
+    await admin.client.room_put_state(
+        room, "m.room.tombstone",
+        {"body": "moved", "replacement_room": stranger.room_id},  # type: ignore[union-attr]
+    )
+    await admin.command(room, "!help")  # the tombstone was handled before this reply
+    topic = await platform.forum.topic(created["id"])
+    assert topic is not None and topic.matrix_room_id == room
+
+
+async def test_moderation_commands_are_audited_and_emitted(
+    stack: LocalStack, platform: Platform, admin: MatrixUser, user: MatrixUser
+) -> None:
+    _, created = await _api(platform, "POST", "/api/forums/topics", admin.client.access_token,
+                            {"title": "Moderated"})
+    room = created["room_id"]
+    await admin.client.join(room)
+    await user.client.join(room)
+    refused = await user.command(room, f"!mod kick {admin.user_id}")
+    assert "room moderator" in body(refused)
+    kicked = await admin.command(room, f"!mod kick {user.user_id} off topic")
+    assert body(kicked) == f"Removed {user.user_id}. Reason: off topic"
+    banned = await admin.command(room, f"!mod ban {user.user_id} spam")
+    assert body(banned).startswith("Banned")
+    rejoin = await user.client.join(room)
+    assert getattr(rejoin, "status_code", None) in ("M_FORBIDDEN", "M_BAD_STATE")  # banned
+    await admin.command(room, f"!mod unban {user.user_id}")
+    audit = await admin.command(room, "!mod audit 3")
+    for action in ("moderation.kick", "moderation.ban", "moderation.unban"):
+        assert action in body(audit)
+    assert "off topic" in body(audit) and user.user_id in body(audit)
+    usage = await admin.command(room, "!mod audit lots")
+    assert body(usage).startswith("Usage: !mod audit [n]")
