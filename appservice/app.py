@@ -20,6 +20,8 @@ from bridges.forum.api import ForumApi
 from bridges.forum.auth import TokenVerifier
 from bridges.forum.bridge import ForumBridge
 from bridges.forum.topics import ForumService
+from bridges.media.api import add_media_routes
+from bridges.media.bridge import MediaBridge
 from bridges.media.ipfs_client import IpfsClient
 from commands.badge import BadgeCommands
 from commands.course import CourseCommands
@@ -36,6 +38,7 @@ from db.repositories.consumed import ConsumedEventsRepository
 from db.repositories.direct_rooms import DirectRoomRepository
 from db.repositories.forum import ForumRepository
 from db.repositories.gates import GateRepository
+from db.repositories.media import MediaRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
 from db.repositories.transactions import TransactionRepository
@@ -182,8 +185,19 @@ class Platform:
         )
         self.event_bus.add_consumer(self.gate.consumer(self.territory))
 
-        # The forum.
+        # The forum, and its files on IPFS.
         self.forum = ForumRepository(self.territory_db, self.territory)
+        self.media = MediaRepository(self.territory_db, self.territory)
+        self.media_bridge = MediaBridge(
+            db=self.territory_db,
+            media=self.media,
+            forum=self.forum,
+            ipfs=self.ipfs,
+            matrix_notice=self.messenger,
+            events=self.events,
+            matrix=self.matrix,
+            max_bytes=config.media.max_bytes,
+        )
         self.forum_service = ForumService(
             db=self.territory_db,
             forum=self.forum,
@@ -229,6 +243,7 @@ class Platform:
                 CommandMessageHandler(self.router, self.matrix),
                 self.gate,
                 ForumBridge(self.forum, self.forum_service, self.events, self.router),
+                self.media_bridge,
             ],
             inbox=self.inbox,
             db=self.territory_db,
@@ -267,7 +282,9 @@ class Platform:
             self.forum,
             self.forum_service,
             TokenVerifier(config.homeserver.address, config.homeserver.domain),
+            self.media,
         ).add_routes(self.web_app)
+        add_media_routes(self.web_app, self.media, self.ipfs)
         if config.gate.module_token:
             add_gate_routes(self.web_app, self.gate, config.gate.module_token)
 
@@ -330,6 +347,7 @@ class Platform:
         await self.endpoints.recover()
         self.background.start(self._connect_homeserver(), name="homeserver-connect")
         self.background.start(self.expiry.run(), name="badge-expiry")
+        self.background.start(self.media_bridge.run(), name="media-queue")
 
     async def _connect_homeserver(self) -> None:
         await self.matrix.connect_to_homeserver()

@@ -132,6 +132,10 @@ class BadgesConfig(_Section):
     signing_key: str = "badge-signing-key.pem"
 
 
+class MediaConfig(_Section):
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+
+
 class GateConfig(_Section):
     module_token: str | None = Field(default=None, min_length=16)
     decision_cache_seconds: float = Field(default=60, ge=0)
@@ -152,6 +156,7 @@ class Config(_Section):
     commands: CommandsConfig
     permissions: PermissionsConfig
     badges: BadgesConfig
+    media: MediaConfig
     gate: GateConfig
     logging: LoggingConfig
     # Where the file was read from; relative paths in it are resolved against its folder.

@@ -27,7 +27,8 @@ async def stack() -> AsyncIterator[LocalStack]:
             fast=True,
             # Badge expiry in seconds, not days: reminders 7.2 s ahead, checked twice a second.
             config_overrides={
-                "badges": {"reminder_lead_hours": 0.002, "expiry_check_seconds": 0.5}
+                "badges": {"reminder_lead_hours": 0.002, "expiry_check_seconds": 0.5},
+                "media": {"max_bytes": 1024 * 1024},  # 1 MB, so oversize files are cheap
             },
         )
     )

@@ -23,6 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from db.repositories.forum import Comment, ForumRepository, Topic
+from db.repositories.media import MediaRepository
 
 from .auth import TokenVerifier
 from .topics import ForumError, ForumService
@@ -59,8 +60,13 @@ def _error(status: int, errcode: str, message: str) -> web.Response:
 
 class ForumApi:
     def __init__(
-        self, forum: ForumRepository, service: ForumService, verifier: TokenVerifier
+        self,
+        forum: ForumRepository,
+        service: ForumService,
+        verifier: TokenVerifier,
+        media: MediaRepository,
     ) -> None:
+        self.media = media
         self.forum = forum
         self.service = service
         self.verifier = verifier
@@ -146,6 +152,7 @@ class ForumApi:
 
     async def _comments_json(self, comments: list[Comment]) -> list[dict[str, Any]]:
         votes = await self.forum.vote_counts([c.id for c in comments])
+        files = await self.media.uploads_of_comments([c.id for c in comments])
         result = []
         for c in comments:
             deleted = c.deleted_at is not None
@@ -177,7 +184,18 @@ class ForumApi:
                     "deleted": deleted,
                     "edits": edits,
                     "votes": {"up": up, "down": down},
-                    "attachments": [],
+                    "attachments": []
+                    if deleted
+                    else [
+                        {
+                            "cid": f.cid,
+                            "filename": f.filename,
+                            "mime": f.mime,
+                            "size": f.size,
+                            "url": f"/api/media/{f.cid}",
+                        }
+                        for f in files.get(c.id, [])
+                    ],
                 }
             )
         return result

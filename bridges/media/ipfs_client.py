@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import aiohttp
 import aioipfs
+from aioipfs.exceptions import APIError
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -42,6 +45,34 @@ class IpfsClient:
     async def version(self, timeout: float = DEFAULT_TIMEOUT) -> str:
         info = await asyncio.wait_for(self.client.core.version(), timeout)
         return str(info.get("Version", "?"))
+
+    async def add(self, data: bytes, timeout: float = 60.0) -> str:
+        """Add and pin ``data``; returns its CID (CIDv0, as Kubo gives by default)."""
+        result = await asyncio.wait_for(self.client.core.add_bytes(data, pin=True), timeout)
+        return str(result["Hash"])
+
+    async def unpin(self, cid: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        await asyncio.wait_for(self.client.pin.rm(cid), timeout)
+
+    async def is_pinned(self, cid: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        try:
+            found = await asyncio.wait_for(self.client.pin.ls(cid), timeout)
+        except APIError:
+            return False
+        return cid in str(found)
+
+    async def cat(self, cid: str, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        return bytes(await asyncio.wait_for(self.client.core.cat(cid), timeout))
+
+    async def stream(self, cid: str, timeout: float = 30.0) -> AsyncIterator[bytes]:
+        """The content of ``cid`` in chunks, straight from the RPC API (never the whole file)."""
+        url = f"{self.api_url.rstrip('/')}/api/v0/cat"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.post(url, params={"arg": cid}) as resp:
+                if resp.status != 200:
+                    raise APIError(code=resp.status, message=await resp.text())
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    yield chunk
 
     async def round_trip_ms(self, timeout: float = 2.0) -> float:
         started = time.monotonic()

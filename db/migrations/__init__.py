@@ -18,6 +18,7 @@ from . import (
     v004_courses_and_badges,
     v005_gated_rooms,
     v006_forum,
+    v007_media,
 )
 
 Scope = Literal["global", "public", "territory"]
@@ -41,6 +42,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "territory", "courses and badges", v004_courses_and_badges.upgrade_territory),
     Migration(5, "territory", "gated rooms", v005_gated_rooms.upgrade_territory),
     Migration(6, "territory", "forum", v006_forum.upgrade_territory),
+    Migration(7, "territory", "media", v007_media.upgrade_territory),
 )
 
 

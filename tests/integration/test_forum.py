@@ -374,7 +374,8 @@ async def test_a_tombstone_to_a_stranger_room_is_not_followed(
     levels.events["m.room.tombstone"] = 100  # type: ignore[index]
     await platform.matrix.bot.set_power_levels(RoomID(room), levels)
     await admin.client.room_put_state(
-        room, "m.room.tombstone",
+        room,
+        "m.room.tombstone",
         {"body": "moved", "replacement_room": stranger.room_id},  # type: ignore[union-attr]
     )
     await admin.command(room, "!help")  # the tombstone was handled before this reply
@@ -385,8 +386,9 @@ async def test_a_tombstone_to_a_stranger_room_is_not_followed(
 async def test_moderation_commands_are_audited_and_emitted(
     stack: LocalStack, platform: Platform, admin: MatrixUser, user: MatrixUser
 ) -> None:
-    _, created = await _api(platform, "POST", "/api/forums/topics", admin.client.access_token,
-                            {"title": "Moderated"})
+    _, created = await _api(
+        platform, "POST", "/api/forums/topics", admin.client.access_token, {"title": "Moderated"}
+    )
     room = created["room_id"]
     await admin.client.join(room)
     await user.client.join(room)

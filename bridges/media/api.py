@@ -1,0 +1,49 @@
+"""GET /api/media/{cid}: a recorded file, streamed from IPFS with its recorded type and name."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from aiohttp import web
+
+from db.repositories.media import MediaRepository
+
+from .ipfs_client import IpfsClient
+
+log = logging.getLogger("unityplan.media.api")
+
+CID = re.compile(r"^[A-Za-z0-9]{20,100}$")
+
+
+def add_media_routes(app: web.Application, media: MediaRepository, ipfs: IpfsClient) -> None:
+    async def get_media(request: web.Request) -> web.StreamResponse:
+        cid = request.match_info["cid"]
+        found = await media.object(cid) if CID.match(cid) else None
+        upload = await media.latest_upload_of(cid) if found else None
+        if found is None or upload is None or not found[3] or found[2]:
+            return web.json_response(
+                {"errcode": "M_NOT_FOUND", "error": "No such file"}, status=404
+            )
+        size, mime, _, _ = found
+        safe_name = re.sub(r'["\\\r\n]', "_", upload.filename)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": mime,
+                "Content-Length": str(size),
+                "Content-Disposition": f'inline; filename="{safe_name}"',
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "public, max-age=31536000, immutable",
+            }
+        )
+        await response.prepare(request)
+        try:
+            async for chunk in ipfs.stream(cid):
+                await response.write(chunk)
+        except Exception as exc:
+            log.warning("Streaming %s from IPFS failed: %s", cid, exc)
+            raise
+        await response.write_eof()
+        return response
+
+    app.router.add_get("/api/media/{cid}", get_media)

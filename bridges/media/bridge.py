@@ -1,0 +1,207 @@
+"""Room files → IPFS. A file message in a topic room is queued durably (in the event's own database
+transaction); a worker downloads it from the homeserver (authenticated media), checks its size and
+type, adds and pins it on IPFS, records it and attaches it to the topic's comments. While the IPFS node
+is away the file waits in the queue and is retried with backoff: nothing is lost.
+
+The same content posted twice is one IPFS object (same CID) with two uploads; a redacted upload is
+unpinned once no other upload uses its CID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from mautrix.types import (
+    ContentURI,
+    Event,
+    EventType,
+    MediaMessageEventContent,
+    MessageEvent,
+    MessageType,
+    RedactionEvent,
+)
+
+from appservice.matrix import MatrixConnection
+from bridges.events.publisher import EventPublisher
+from db.database import Database
+from db.repositories.forum import ForumRepository
+from db.repositories.media import MediaRepository, QueuedFile
+from workflows.direct_messages import DirectMessenger
+
+from .ipfs_client import IpfsClient
+from .sniff import agrees, sniff
+
+log = logging.getLogger("unityplan.media")
+
+FILE_TYPES = {MessageType.IMAGE, MessageType.FILE, MessageType.AUDIO, MessageType.VIDEO}
+MAX_BACKOFF = 60.0
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
+
+
+class MediaBridge:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        media: MediaRepository,
+        forum: ForumRepository,
+        ipfs: IpfsClient,
+        matrix_notice: DirectMessenger,
+        events: EventPublisher,
+        matrix: MatrixConnection,
+        max_bytes: int,
+    ) -> None:
+        self.db = db
+        self.media = media
+        self.forum = forum
+        self.ipfs = ipfs
+        self.messenger = matrix_notice
+        self.events = events
+        self.matrix = matrix
+        self.max_bytes = max_bytes
+        self._wake = asyncio.Event()
+
+    # --- the dispatcher's side ----------------------------------------------------------------
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, RedactionEvent):
+            await self._redaction(event)
+            return
+        if not (isinstance(event, MessageEvent) and event.type == EventType.ROOM_MESSAGE):
+            return
+        content = event.content
+        if not (isinstance(content, MediaMessageEventContent) and content.msgtype in FILE_TYPES):
+            return
+        if not content.url or await self.forum.topic_by_room(event.room_id) is None:
+            return  # encrypted files and files outside bridged rooms are not stored
+        declared = content.info.size if content.info and content.info.size else None
+        filename = str(getattr(content, "filename", None) or content.body or "file")
+        if declared and declared > self.max_bytes:
+            await self._refuse(event.room_id, str(event.sender), filename, declared)
+            return
+        await self.media.enqueue(
+            QueuedFile(
+                matrix_event_id=str(event.event_id),
+                room_id=str(event.room_id),
+                uploader=str(event.sender),
+                mxc_url=str(content.url),
+                filename=filename,
+                declared_mime=content.info.mimetype if content.info else None,
+                declared_size=declared,
+                attempts=0,
+            )
+        )
+        self._wake.set()
+
+    async def _refuse(self, room_id: str, user_id: str, filename: str, size: int) -> None:
+        await self.messenger.send(
+            user_id,
+            f"Your file {filename} ({_size_text(size)}) is larger than the "
+            f"{_size_text(self.max_bytes)} this territory keeps, so it was not stored on the "
+            "forum. It is still in the room.",
+        )
+
+    async def _redaction(self, event: RedactionEvent) -> None:
+        redacts = str(getattr(event, "redacts", None) or "")
+        upload = await self.media.upload_by_event(redacts) if redacts else None
+        if upload is None:
+            await self.media.dequeue(redacts)  # redacted before it was stored
+            return
+        remaining = await self.media.redact_upload(upload.id)
+        if remaining == 0:
+            try:
+                await self.ipfs.unpin(upload.cid)
+                await self.media.set_unpinned(upload.cid)
+            except Exception as exc:  # the node is away: the object stays pinned for now
+                log.warning("Could not unpin %s: %s", upload.cid, exc)
+
+    # --- the worker ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Work the queue until cancelled; wakes on new files and retries at their due time."""
+        while True:
+            try:
+                for item in await self.media.due():
+                    await self._store(item)
+            except Exception:
+                log.exception("The media queue could not be read")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def _store(self, item: QueuedFile) -> None:
+        try:
+            data = await self.matrix.bot.download_media(ContentURI(item.mxc_url))
+        except Exception as exc:  # the homeserver refused or is away
+            if item.attempts >= 5:
+                log.warning("Giving up on %s: %s", item.matrix_event_id, exc)
+                await self.media.dequeue(item.matrix_event_id)
+            else:
+                await self.media.retry_later(item.matrix_event_id, 2.0**item.attempts, str(exc))
+            return
+        if len(data) > self.max_bytes:
+            await self._refuse(item.room_id, item.uploader, item.filename, len(data))
+            await self.media.dequeue(item.matrix_event_id)
+            return
+        mime = sniff(data)
+        if not agrees(item.declared_mime, mime):
+            log.info(
+                "%s claims to be %s but is %s; recording %s",
+                item.filename,
+                item.declared_mime,
+                mime,
+                mime,
+            )
+        try:
+            cid = await self.ipfs.add(data)
+        except Exception as exc:  # the IPFS node is down or failing: wait and retry
+            delay = min(2.0**item.attempts, MAX_BACKOFF)
+            log.warning("IPFS add of %s failed (%s); retrying in %.0f s", item.filename, exc, delay)
+            await self.media.retry_later(
+                item.matrix_event_id, delay, f"{type(exc).__name__}: {exc}"
+            )
+            return
+        async with self.db.transaction():
+            topic = await self.forum.topic_by_room(item.room_id)
+            comment = None
+            if topic is not None:
+                comment = await self.forum.add_comment(
+                    topic.id,
+                    author=item.uploader,
+                    body=item.filename,
+                    body_html=None,
+                    source="matrix",
+                    matrix_event_id=item.matrix_event_id,
+                    parent_id=None,
+                ) or await self.forum.comment_by_event(item.matrix_event_id)
+            await self.media.add_object(cid, len(data), mime)
+            upload = await self.media.add_upload(
+                cid=cid,
+                filename=item.filename,
+                mime=mime,
+                size=len(data),
+                uploader=item.uploader,
+                room_id=item.room_id,
+                event_id=item.matrix_event_id,
+                comment_id=comment.id if comment else None,
+            )
+            await self.media.dequeue(item.matrix_event_id)
+            if upload is not None:
+                await self.events.emit(
+                    "media.stored",
+                    {
+                        "cid": cid,
+                        "filename": item.filename,
+                        "mime": mime,
+                        "size": len(data),
+                        "room_id": item.room_id,
+                        "event_id": item.matrix_event_id,
+                    },
+                    actor=item.uploader,
+                )
+        log.info("Stored %s (%s, %d bytes) as %s", item.filename, mime, len(data), cid)
