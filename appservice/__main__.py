@@ -219,6 +219,7 @@ def cmd_course_import(config: Config, file: Path) -> int:
     import getpass
 
     from bridges.events.publisher import EventPublisher
+    from bridges.media.ipfs_client import IpfsClient
     from db.database import Database
     from db.repositories.audit import AuditLog
     from db.repositories.outbox import OutboxRepository
@@ -247,6 +248,8 @@ def cmd_course_import(config: Config, file: Path) -> int:
         databases = list({id(d): d for d in (global_db, territory_db)}.values())
         for db in databases:
             await db.start()
+        ipfs = IpfsClient(config.ipfs.api_url)  # materials are pinned there
+        await ipfs.start()
         try:
             await migrate_all(global_db, territory_db, code)
             # The event goes into the outbox; the running appservice publishes it.
@@ -257,14 +260,19 @@ def cmd_course_import(config: Config, file: Path) -> int:
                 territory=code,
                 events=events,
                 audit=AuditLog(global_db, code),
+                ipfs=ipfs,
             )
             outcome = await workflows.courses.import_course(
-                spec, actor=f"cli:{getpass.getuser()}", source=f"file:{file.resolve()}"
+                spec,
+                actor=f"cli:{getpass.getuser()}",
+                source=f"file:{file.resolve()}",
+                base_dir=file.resolve().parent,
             )
         except CommandError as exc:
             print(f"unityplan: {exc}", file=sys.stderr)
             return 1
         finally:
+            await ipfs.stop()
             for db in databases:
                 await db.stop()
         badge = " (badge created)" if outcome.badge_created else ""

@@ -122,6 +122,7 @@ class Platform:
             territory=self.territory,
             events=self.events,
             audit=self.audit,
+            ipfs=self.ipfs,
         )
         self.badge_definitions = workflows.definitions
         self.awards = workflows.awards

@@ -92,6 +92,10 @@ class CourseCommands:
                 f"{render(lesson.body)}{materials}"
                 f"<p>Send {code('!course next ' + course)} for the next {following}.</p>"
             )
+            store = self.courses.materials
+            if store is not None:
+                for material in await store.of_lesson(step.course.id, lesson.position):
+                    await store.deliver(self.matrix, ctx.room_id, material)
         elif isinstance(step, QuestionStep):
             question, total = step.question, step.course.question_count
             again = " (still open)" if step.repeated else ""

@@ -11,6 +11,7 @@ the event.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from bridges.events.publisher import EventPublisher
 from commands.errors import CommandError
@@ -22,6 +23,7 @@ from db.territory import TerritoryCode
 
 from .badges import BadgeService
 from .course_file import CourseFile
+from .materials import Material, MaterialStore
 
 
 class CourseError(CommandError):
@@ -85,7 +87,9 @@ class CourseService:
         events: EventPublisher,
         audit: AuditLog,
         territory: TerritoryCode,
+        materials: MaterialStore | None = None,
     ) -> None:
+        self.materials = materials
         self.db = db
         self.courses = courses
         self.definitions = definitions
@@ -94,7 +98,11 @@ class CourseService:
         self.audit = audit
         self.territory = territory
 
-    async def import_course(self, spec: CourseFile, *, actor: str, source: str) -> ImportOutcome:
+    async def import_course(
+        self, spec: CourseFile, *, actor: str, source: str, base_dir: Path | None = None
+    ) -> ImportOutcome:
+        """Import a course; materials (paths relative to ``base_dir``, or CIDs) are pinned on
+        IPFS first, encrypted when the course is badge-gated (has prerequisites)."""
         latest = await self.courses.latest_version(spec.slug)
         if latest is not None and spec.version <= latest:
             raise CourseError(
@@ -104,6 +112,17 @@ class CourseService:
         for prerequisite in spec.prerequisites:
             if await self.definitions.get(prerequisite) is None:
                 raise CourseError(f"The prerequisite badge {prerequisite!r} does not exist.")
+        pinned: dict[int, list[Material]] = {}
+        for number, lesson in enumerate(spec.lessons, start=1):
+            if lesson.materials:
+                if self.materials is None:
+                    raise CourseError("This course has materials, but no IPFS node is configured.")
+                pinned[number] = [
+                    await self.materials.pin(
+                        ref, base_dir=base_dir, encrypted=bool(spec.prerequisites)
+                    )
+                    for ref in lesson.materials
+                ]
         async with self.db.transaction():
             badge_created = await self.definitions.create_if_missing(
                 BadgeDefinition(
@@ -135,6 +154,9 @@ class CourseService:
                 source=source,
                 imported_by=actor,
             )
+            for number, materials in pinned.items():
+                assert self.materials is not None
+                await self.materials.record(course_id, number, materials)
             await self.events.emit(
                 "course.imported",
                 {"course": spec.slug, "version": spec.version, "awards": spec.awards},

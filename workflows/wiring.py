@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridges.events.publisher import EventPublisher
+from bridges.media.ipfs_client import IpfsClient
 from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
@@ -14,6 +15,7 @@ from db.territory import TerritoryCode
 
 from .badges import BadgeService
 from .courses import CourseService
+from .materials import MaterialStore
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ def course_workflows(
     territory: TerritoryCode,
     events: EventPublisher,
     audit: AuditLog,
+    ipfs: IpfsClient | None = None,
 ) -> CourseWorkflows:
     definitions = BadgeDefinitionRepository(global_db)
     awards = AwardRepository(territory_db, territory)
@@ -53,5 +56,6 @@ def course_workflows(
         events=events,
         audit=audit,
         territory=territory,
+        materials=MaterialStore(territory_db, territory, ipfs) if ipfs else None,
     )
     return CourseWorkflows(definitions, awards, course_repo, badges, courses)

@@ -19,6 +19,7 @@ from . import (
     v005_gated_rooms,
     v006_forum,
     v007_media,
+    v008_course_materials,
 )
 
 Scope = Literal["global", "public", "territory"]
@@ -43,6 +44,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "territory", "gated rooms", v005_gated_rooms.upgrade_territory),
     Migration(6, "territory", "forum", v006_forum.upgrade_territory),
     Migration(7, "territory", "media", v007_media.upgrade_territory),
+    Migration(8, "territory", "course materials", v008_course_materials.upgrade_territory),
 )
 
 

@@ -331,3 +331,53 @@ async def test_badge_holders_can_be_issuers(platform: Platform) -> None:
     assert not await checker.has(Permission.BADGE_ISSUER, someone, room)  # type: ignore[arg-type]
     await platform.badges.award(someone, badge, by="@t:x", source="issuer")
     assert await checker.has(Permission.BADGE_ISSUER, someone, room)  # type: ignore[arg-type]
+
+
+async def test_course_materials_are_pinned_encrypted_when_gated_and_delivered(
+    stack: LocalStack, platform: Platform, admin: MatrixUser, user: MatrixUser, tmp_path: Any
+) -> None:
+    prerequisite = _slug("reader")
+    await platform.badges.define(prerequisite, "Reader", valid_days=None, requires=(),
+                                 actor=admin.user_id)
+    await platform.badges.award(user.user_id, prerequisite, by=admin.user_id, source="issuer")
+    slides = b"%PDF-1.4\nthe carbon cycle, slide by slide\n" + uuid.uuid4().bytes
+    (tmp_path / "slides").mkdir()
+    (tmp_path / "slides" / "carbon.pdf").write_bytes(slides)
+    courses = {}
+    for gated in (False, True):
+        slug = _slug("materials")
+        data = json.loads(_course_yaml(slug, slug, prerequisites=(prerequisite,) if gated else ()))
+        data["lessons"][0]["materials"] = ["slides/carbon.pdf"]
+        (tmp_path / f"{slug}.yaml").write_text(json.dumps(data))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "appservice", "-c", str(stack.config_path), "course", "import",
+            str(tmp_path / f"{slug}.yaml"), stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        courses[gated] = slug
+
+    for gated, slug in courses.items():
+        course = await platform.course_repo.latest(slug)
+        assert course is not None
+        [material] = await platform.courses.materials.of_lesson(course.id, 1)  # type: ignore[union-attr]
+        assert material.name == "carbon.pdf" and material.mime == "application/pdf"
+        stored = await platform.ipfs.cat(material.cid)
+        if gated:
+            assert material.key is not None and slides not in stored  # CIDs are public
+        else:
+            assert material.key is None and stored == slides
+        room = await user.room_with_bot()
+        await user.command(room, f"!course enroll {slug}")
+        await user.command(room, f"!course next {slug}")
+        delivered = await user.wait_for(room, lambda e: e.get("content", {}).get("msgtype")
+                                        == "m.file" and e["content"].get("body") == "carbon.pdf")
+        downloaded = await user.client.download(delivered["content"]["url"])
+        assert downloaded.body == slides  # type: ignore[union-attr]
+
+    admin_room = await admin.room_with_bot()
+    by_path = json.loads(_course_yaml(_slug("matrix-materials"), _slug("mm")))
+    by_path["lessons"][0]["materials"] = ["slides/carbon.pdf"]
+    refused = await _import(admin, admin_room, json.dumps(by_path).encode(), "m.yaml")
+    assert "need `unityplan course import FILE`" in body(refused)
