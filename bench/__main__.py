@@ -85,6 +85,23 @@ def _parser() -> argparse.ArgumentParser:
         "--transactions", type=_positive, default=10, help="100-event transactions ingested"
     )
     forum.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    media = benchmarks.add_parser(
+        "media",
+        help="room file -> pinned CID recorded vs. a direct IPFS add (100 KB and 5 MB)",
+        description="Start one local stack and time, interleaved per size (100 KB, 5 MB): a file "
+        "alice uploads and sends into a forum topic room until the media bridge has recorded "
+        "its pinned CID, and a direct add + pin of other bytes of the same size to the same IPFS "
+        "node. Every recorded CID must equal a direct add of the same bytes.",
+    )
+    media.add_argument("--runs", type=_positive, default=20, help="iterations with 100 KB files")
+    media.add_argument(
+        "--runs-large", type=_positive, default=5, help="iterations with 5 MB files (default: 5)"
+    )
+    media.add_argument("--warmup", type=int, default=1, help="iterations per size discarded first")
+    media.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per file stored or added"
+    )
+    media.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
     events = benchmarks.add_parser(
         "events",
         help="outbox commit -> JetStream PubAck vs. plain JetStream publishes",
@@ -115,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return _gate(args)
     if args.benchmark == "forum":
         return _forum(args)
+    if args.benchmark == "media":
+        return _media(args)
     options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
     try:
         result = asyncio.run(run(options))
@@ -170,6 +189,26 @@ def _forum(args: argparse.Namespace) -> int:
     )
     try:
         result = asyncio.run(forum.run(options))
+    except Exception as exc:
+        logging.getLogger("unityplan.bench").critical(
+            "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose
+        )
+        return EXIT_SETUP_FAILED
+    print(result.as_text())
+    return EXIT_ROUND_TRIP_FAILED if result.error else 0
+
+
+def _media(args: argparse.Namespace) -> int:
+    from . import media
+
+    options = media.MediaOptions(
+        runs=args.runs,
+        runs_large=args.runs_large,
+        warmup=max(args.warmup, 0),
+        timeout_s=args.timeout,
+    )
+    try:
+        result = asyncio.run(media.run(options))
     except Exception as exc:
         logging.getLogger("unityplan.bench").critical(
             "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 
+import asyncpg
 from mautrix.types import (
     ContentURI,
     Event,
@@ -95,8 +96,7 @@ class MediaBridge:
                 declared_size=declared,
                 attempts=0,
             )
-        )
-        self._wake.set()
+        )  # the worker wakes on the commit's notification, once the row is visible
 
     async def _refuse(self, room_id: str, user_id: str, filename: str, size: int) -> None:
         await self.messenger.send(
@@ -123,16 +123,32 @@ class MediaBridge:
     # --- the worker ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Work the queue until cancelled; wakes on new files and retries at their due time."""
-        while True:
-            try:
-                for item in await self.media.due():
-                    await self._store(item)
-            except Exception:
-                log.exception("The media queue could not be read")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+        """Work the queue until cancelled; wakes when a queued file commits (LISTEN/NOTIFY) and
+        polls each second for retries that are due."""
+        listener: asyncpg.Connection | None = None
+        try:
+            while True:
+                if listener is None or listener.is_closed():
+                    try:
+                        listener = await asyncpg.connect(self.db.dsn)
+                        await listener.add_listener(self.media.channel, self._notified)
+                    except (OSError, asyncpg.PostgresError) as exc:
+                        log.warning("Cannot LISTEN for queued files (%s); polling", exc)
+                        listener = None
+                self._wake.clear()
+                try:
+                    for item in await self.media.due():
+                        await self._store(item)
+                except Exception:
+                    log.exception("The media queue could not be read")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+        finally:
+            if listener is not None:
+                await listener.close()
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
 
     async def _store(self, item: QueuedFile) -> None:
         try:

@@ -93,21 +93,27 @@ class ForumRepository:
         topic_id = await self.db.fetchval(
             f"""INSERT INTO {self.schema}.forum_topics (category_id, slug, title, created_by)
                 VALUES ($1, $2, $3, $4) RETURNING id""",
-            category_id, slug, title, created_by,
+            category_id,
+            slug,
+            title,
+            created_by,
         )
         topic = await self.topic(topic_id)
         assert topic is not None
         return topic
 
     async def slug_taken(self, slug: str) -> bool:
-        return bool(await self.db.fetchval(
-            f"SELECT true FROM {self.schema}.forum_topics WHERE slug = $1", slug
-        ))
+        return bool(
+            await self.db.fetchval(
+                f"SELECT true FROM {self.schema}.forum_topics WHERE slug = $1", slug
+            )
+        )
 
     async def set_room(self, topic_id: int, room_id: str) -> None:
         await self.db.execute(
             f"UPDATE {self.schema}.forum_topics SET matrix_room_id = $2 WHERE id = $1",
-            topic_id, room_id,
+            topic_id,
+            room_id,
         )
 
     async def set_locked(self, topic_id: int, locked: bool) -> None:
@@ -131,7 +137,8 @@ class ForumRepository:
         rows = await self.db.fetch(
             f"""{self._topic} WHERE ($2::bigint IS NULL OR t.id < $2)
                 ORDER BY t.id DESC LIMIT $1""",
-            limit, before,
+            limit,
+            before,
         )
         return [Topic.from_row(row) for row in rows]
 
@@ -155,14 +162,21 @@ class ForumRepository:
                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (matrix_event_id) DO NOTHING
                 RETURNING id""",
-            topic_id, matrix_event_id, author, parent_id, body, body_html, source,
+            topic_id,
+            matrix_event_id,
+            author,
+            parent_id,
+            body,
+            body_html,
+            source,
         )
         return await self.comment(row["id"]) if row else None
 
     async def set_comment_event(self, comment_id: int, event_id: str) -> None:
         await self.db.execute(
             f"UPDATE {self.schema}.forum_comments SET matrix_event_id = $2 WHERE id = $1",
-            comment_id, event_id,
+            comment_id,
+            event_id,
         )
 
     async def comment(self, comment_id: int) -> Comment | None:
@@ -177,7 +191,9 @@ class ForumRepository:
         rows = await self.db.fetch(
             f"""{self._comment} WHERE topic_id = $1 AND ($3::bigint IS NULL OR id > $3)
                 ORDER BY id LIMIT $2""",
-            topic_id, limit, after,
+            topic_id,
+            limit,
+            after,
         )
         return [Comment.from_row(row) for row in rows]
 
@@ -188,28 +204,37 @@ class ForumRepository:
         async with self.db.transaction() as conn:
             if event_id and await conn.fetchval(
                 f"""SELECT true FROM {self.schema}.forum_comment_revisions
-                    WHERE matrix_event_id = $1""", event_id,
+                    WHERE matrix_event_id = $1""",
+                event_id,
             ):
                 return False
             current = await conn.fetchrow(
                 f"SELECT body, body_html, coalesce(edited_at, created_at) AS at "
-                f"FROM {self.schema}.forum_comments WHERE id = $1 FOR UPDATE", comment_id,
+                f"FROM {self.schema}.forum_comments WHERE id = $1 FOR UPDATE",
+                comment_id,
             )
             number = await conn.fetchval(
                 f"""SELECT coalesce(max(revision), 0) + 1 FROM {self.schema}.forum_comment_revisions
-                    WHERE comment_id = $1""", comment_id,
+                    WHERE comment_id = $1""",
+                comment_id,
             )
             await conn.execute(
                 f"""INSERT INTO {self.schema}.forum_comment_revisions
                         (comment_id, revision, body, body_html, matrix_event_id, created_at)
                     VALUES ($1, $2, $3, $4, $5, $6)""",
-                comment_id, number, current["body"], current["body_html"], event_id,
+                comment_id,
+                number,
+                current["body"],
+                current["body_html"],
+                event_id,
                 current["at"],
             )
             await conn.execute(
                 f"""UPDATE {self.schema}.forum_comments SET body = $2, body_html = $3,
                         edited_at = now() WHERE id = $1""",
-                comment_id, body, body_html,
+                comment_id,
+                body,
+                body_html,
             )
             return True
 
@@ -223,10 +248,13 @@ class ForumRepository:
         return [Revision(r["revision"], r["body"], r["body_html"], r["created_at"]) for r in rows]
 
     async def soft_delete(self, comment_id: int) -> bool:
-        return bool(await self.db.fetchval(
-            f"""UPDATE {self.schema}.forum_comments SET deleted_at = now()
-                WHERE id = $1 AND deleted_at IS NULL RETURNING true""", comment_id,
-        ))
+        return bool(
+            await self.db.fetchval(
+                f"""UPDATE {self.schema}.forum_comments SET deleted_at = now()
+                WHERE id = $1 AND deleted_at IS NULL RETURNING true""",
+                comment_id,
+            )
+        )
 
     # --- votes --------------------------------------------------------------------------------
 
@@ -236,14 +264,19 @@ class ForumRepository:
                 VALUES ($1, $2, $3, $4)
                 ON CONFLICT (comment_id, user_id) DO UPDATE SET value = EXCLUDED.value,
                     matrix_event_id = EXCLUDED.matrix_event_id, voted_at = now()""",
-            comment_id, user_id, value, event_id,
+            comment_id,
+            user_id,
+            value,
+            event_id,
         )
 
     async def unvote_by_event(self, event_id: str) -> bool:
-        return bool(await self.db.fetchval(
-            f"DELETE FROM {self.schema}.forum_votes WHERE matrix_event_id = $1 RETURNING true",
-            event_id,
-        ))
+        return bool(
+            await self.db.fetchval(
+                f"DELETE FROM {self.schema}.forum_votes WHERE matrix_event_id = $1 RETURNING true",
+                event_id,
+            )
+        )
 
     async def vote_counts(self, comment_ids: list[int]) -> dict[int, tuple[int, int]]:
         rows = await self.db.fetch(

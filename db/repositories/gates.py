@@ -23,8 +23,13 @@ class Gate:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Gate:
-        return cls(row["room_id"], tuple(row["badges"]), row["mode"],
-                   row["previous_join_rule"], row["set_by"])
+        return cls(
+            row["room_id"],
+            tuple(row["badges"]),
+            row["mode"],
+            row["previous_join_rule"],
+            row["set_by"],
+        )
 
     def missing(self, held: set[str]) -> list[str]:
         """The badges still needed: for "any", all of them when none is held."""
@@ -54,7 +59,11 @@ class GateRepository:
                 VALUES ($1, $2, $3, $4, $5)
                 ON CONFLICT (room_id) DO UPDATE SET badges = EXCLUDED.badges,
                     mode = EXCLUDED.mode, set_by = EXCLUDED.set_by, set_at = now()""",
-            gate.room_id, list(gate.badges), gate.mode, gate.previous_join_rule, gate.set_by,
+            gate.room_id,
+            list(gate.badges),
+            gate.mode,
+            gate.previous_join_rule,
+            gate.set_by,
         )
 
     async def remove(self, room_id: str) -> Gate | None:

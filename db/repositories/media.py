@@ -46,8 +46,10 @@ class Upload:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
-_UPLOAD = ("id, cid, filename, mime, size, uploader, room_id, matrix_event_id, comment_id, "
-           "created_at, redacted_at")
+_UPLOAD = (
+    "id, cid, filename, mime, size, uploader, room_id, matrix_event_id, comment_id, "
+    "created_at, redacted_at"
+)
 
 
 class MediaRepository:
@@ -57,14 +59,27 @@ class MediaRepository:
 
     # --- queue --------------------------------------------------------------------------------
 
+    @property
+    def channel(self) -> str:
+        return f"unityplan_media_{self.schema}"
+
     async def enqueue(self, item: QueuedFile) -> bool:
-        return bool(await self.db.fetchval(
-            f"""INSERT INTO {self.schema}.media_queue (matrix_event_id, room_id, uploader, mxc_url,
-                    filename, declared_mime, declared_size)
-                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING true""",
-            item.matrix_event_id, item.room_id, item.uploader, item.mxc_url, item.filename,
-            item.declared_mime, item.declared_size,
-        ))
+        """Queue a file; the worker is notified when the caller's transaction commits."""
+        async with self.db.transaction() as conn:
+            queued = await conn.fetchval(
+                f"""INSERT INTO {self.schema}.media_queue (matrix_event_id, room_id, uploader,
+                        mxc_url, filename, declared_mime, declared_size)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING true""",
+                item.matrix_event_id,
+                item.room_id,
+                item.uploader,
+                item.mxc_url,
+                item.filename,
+                item.declared_mime,
+                item.declared_size,
+            )
+            await conn.execute("SELECT pg_notify($1, '')", self.channel)
+            return bool(queued)
 
     async def due(self, limit: int = 10) -> list[QueuedFile]:
         rows = await self.db.fetch(
@@ -81,7 +96,9 @@ class MediaRepository:
             f"""UPDATE {self.schema}.media_queue SET attempts = attempts + 1, last_error = $3,
                     next_attempt_at = now() + make_interval(secs => $2)
                 WHERE matrix_event_id = $1""",
-            event_id, seconds, error[:500],
+            event_id,
+            seconds,
+            error[:500],
         )
 
     async def dequeue(self, event_id: str) -> None:
@@ -99,19 +116,37 @@ class MediaRepository:
             f"""INSERT INTO {self.schema}.media_objects (cid, size, mime, encrypted)
                 VALUES ($1, $2, $3, $4)
                 ON CONFLICT (cid) DO UPDATE SET pinned = true""",
-            cid, size, mime, encrypted,
+            cid,
+            size,
+            mime,
+            encrypted,
         )
 
     async def add_upload(
-        self, *, cid: str, filename: str, mime: str, size: int, uploader: str,
-        room_id: str | None, event_id: str | None, comment_id: int | None,
+        self,
+        *,
+        cid: str,
+        filename: str,
+        mime: str,
+        size: int,
+        uploader: str,
+        room_id: str | None,
+        event_id: str | None,
+        comment_id: int | None,
     ) -> Upload | None:
         row = await self.db.fetchrow(
             f"""INSERT INTO {self.schema}.file_uploads (cid, filename, mime, size, uploader,
                     room_id, matrix_event_id, comment_id)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                 ON CONFLICT (matrix_event_id) DO NOTHING RETURNING {_UPLOAD}""",
-            cid, filename, mime, size, uploader, room_id, event_id, comment_id,
+            cid,
+            filename,
+            mime,
+            size,
+            uploader,
+            room_id,
+            event_id,
+            comment_id,
         )
         return Upload.from_row(row) if row else None
 
