@@ -10,6 +10,8 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from . import report
 from .roundtrip import RoundTripOptions, run
@@ -148,12 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_ROUND_TRIP_FAILED if result.error else 0
 
 
-def _commands(args: argparse.Namespace) -> int:
-    from . import commands
-
-    options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
+def _measured(args: argparse.Namespace, run_it: Callable[[], Coroutine[Any, Any, Any]]) -> int:
+    """Run one benchmark, print its table; exit codes as in the module docstring."""
     try:
-        result = asyncio.run(commands.run(options))
+        result: Any = asyncio.run(run_it())
     except Exception as exc:
         logging.getLogger("unityplan.bench").critical(
             "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose
@@ -161,21 +161,22 @@ def _commands(args: argparse.Namespace) -> int:
         return EXIT_SETUP_FAILED
     print(result.as_text())
     return EXIT_ROUND_TRIP_FAILED if result.error else 0
+
+
+def _round_trip_options(args: argparse.Namespace) -> RoundTripOptions:
+    return RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
+
+
+def _commands(args: argparse.Namespace) -> int:
+    from . import commands
+
+    return _measured(args, lambda: commands.run(_round_trip_options(args)))
 
 
 def _gate(args: argparse.Namespace) -> int:
     from . import gate
 
-    options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
-    try:
-        result = asyncio.run(gate.run(options))
-    except Exception as exc:
-        logging.getLogger("unityplan.bench").critical(
-            "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose
-        )
-        return EXIT_SETUP_FAILED
-    print(result.as_text())
-    return EXIT_ROUND_TRIP_FAILED if result.error else 0
+    return _measured(args, lambda: gate.run(_round_trip_options(args)))
 
 
 def _forum(args: argparse.Namespace) -> int:
@@ -187,15 +188,7 @@ def _forum(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         transactions=args.transactions,
     )
-    try:
-        result = asyncio.run(forum.run(options))
-    except Exception as exc:
-        logging.getLogger("unityplan.bench").critical(
-            "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose
-        )
-        return EXIT_SETUP_FAILED
-    print(result.as_text())
-    return EXIT_ROUND_TRIP_FAILED if result.error else 0
+    return _measured(args, lambda: forum.run(options))
 
 
 def _media(args: argparse.Namespace) -> int:
@@ -207,15 +200,7 @@ def _media(args: argparse.Namespace) -> int:
         warmup=max(args.warmup, 0),
         timeout_s=args.timeout,
     )
-    try:
-        result = asyncio.run(media.run(options))
-    except Exception as exc:
-        logging.getLogger("unityplan.bench").critical(
-            "The benchmark could not set up its stack: %s", exc, exc_info=args.verbose
-        )
-        return EXIT_SETUP_FAILED
-    print(result.as_text())
-    return EXIT_ROUND_TRIP_FAILED if result.error else 0
+    return _measured(args, lambda: media.run(options))
 
 
 def _events(args: argparse.Namespace) -> int:

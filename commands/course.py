@@ -6,9 +6,9 @@ from mautrix.errors import MatrixError
 from mautrix.types import ContentURI, EventID, MediaMessageEventContent, MessageType, RoomID
 
 from appservice.matrix import MatrixConnection
+from bridges.forum.sanitize import markdown_to_html
 from workflows.course_file import CourseFileError, parse_course_file
 from workflows.courses import CourseService, Finished, LessonStep, QuestionStep
-from workflows.markdown_html import render
 
 from .decorators import argument, command, requires
 from .errors import CommandError
@@ -89,7 +89,7 @@ class CourseCommands:
                 following = "step"
             await ctx.reply(
                 f"<h3>Lesson {lesson.position}/{total}: {escape(lesson.title)}</h3>"
-                f"{render(lesson.body)}{materials}"
+                f"{markdown_to_html(lesson.body)}{materials}"
                 f"<p>Send {code('!course next ' + course)} for the next {following}.</p>"
             )
             store = self.courses.materials

@@ -283,6 +283,7 @@ class GateService:
             await self.matrix.bot.kick_user(RoomID(room_id), UserID(user_id), reason=reason)
         except MatrixError as exc:
             log.warning("Could not remove %s from gated room %s: %s", user_id, room_id, exc)
+            await self._say_powerless(room_id, user_id)
             return
         self.metrics.actions.labels(action).inc()
         what = "Your knock on" if action == "knock_refused" else "You were removed from"
@@ -292,6 +293,18 @@ class GateService:
             if action == "knock_refused"
             else f"{what} {code(room_id)}: {escape(reason)}",
         )
+
+    async def _say_powerless(self, room_id: str, user_id: str) -> None:
+        """Tell the room the gate cannot act, and why, instead of failing silently."""
+        try:
+            await self._check_power(RoomID(room_id))
+        except GateError as exc:
+            await self.matrix.bot.send_notice(
+                RoomID(room_id),
+                f"This room is badge-gated, but I could not remove {user_id}: {exc}",
+            )
+        except MatrixError:
+            log.warning("Cannot even read the power levels of %s", room_id)
 
     # --- badge events -------------------------------------------------------------------------
 

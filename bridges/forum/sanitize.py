@@ -1,4 +1,5 @@
-"""HTML from users, in both directions, through one allowlist (the Matrix spec's suggested tags)."""
+"""HTML from users (forum comments both ways, course lessons) through one allowlist: the tags
+the Matrix spec suggests clients render, links only to safe schemes."""
 
 from __future__ import annotations
 
@@ -55,4 +56,5 @@ def clean_html(html: str) -> str:
 
 
 def markdown_to_html(text: str) -> str:
-    return clean_html(markdown.markdown(text, extensions=["fenced_code", "sane_lists"]))
+    """Markdown (forum comments, course lessons) to HTML that passed the allowlist."""
+    return clean_html(markdown.markdown(text, extensions=["fenced_code", "tables", "sane_lists"]))

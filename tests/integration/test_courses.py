@@ -337,8 +337,9 @@ async def test_course_materials_are_pinned_encrypted_when_gated_and_delivered(
     stack: LocalStack, platform: Platform, admin: MatrixUser, user: MatrixUser, tmp_path: Any
 ) -> None:
     prerequisite = _slug("reader")
-    await platform.badges.define(prerequisite, "Reader", valid_days=None, requires=(),
-                                 actor=admin.user_id)
+    await platform.badges.define(
+        prerequisite, "Reader", valid_days=None, requires=(), actor=admin.user_id
+    )
     await platform.badges.award(user.user_id, prerequisite, by=admin.user_id, source="issuer")
     slides = b"%PDF-1.4\nthe carbon cycle, slide by slide\n" + uuid.uuid4().bytes
     (tmp_path / "slides").mkdir()
@@ -350,8 +351,15 @@ async def test_course_materials_are_pinned_encrypted_when_gated_and_delivered(
         data["lessons"][0]["materials"] = ["slides/carbon.pdf"]
         (tmp_path / f"{slug}.yaml").write_text(json.dumps(data))
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "appservice", "-c", str(stack.config_path), "course", "import",
-            str(tmp_path / f"{slug}.yaml"), stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "appservice",
+            "-c",
+            str(stack.config_path),
+            "course",
+            "import",
+            str(tmp_path / f"{slug}.yaml"),
+            stderr=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
         _, err = await process.communicate()
@@ -371,8 +379,13 @@ async def test_course_materials_are_pinned_encrypted_when_gated_and_delivered(
         room = await user.room_with_bot()
         await user.command(room, f"!course enroll {slug}")
         await user.command(room, f"!course next {slug}")
-        delivered = await user.wait_for(room, lambda e: e.get("content", {}).get("msgtype")
-                                        == "m.file" and e["content"].get("body") == "carbon.pdf")
+        delivered = await user.wait_for(
+            room,
+            lambda e: (
+                e.get("content", {}).get("msgtype") == "m.file"
+                and e["content"].get("body") == "carbon.pdf"
+            ),
+        )
         downloaded = await user.client.download(delivered["content"]["url"])
         assert downloaded.body == slides  # type: ignore[union-attr]
 

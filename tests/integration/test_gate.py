@@ -252,3 +252,35 @@ async def test_gate_off_restores_the_join_rule(platform: Platform, moderator: Ma
     rules = await platform.matrix.bot.get_state_event(RoomID(room), EventType.ROOM_JOIN_RULES)
     assert rules.serialize()["join_rule"] == "invite"
     assert "not badge-gated" in body(await moderator.command(room, "!gate show"))
+
+
+async def test_the_bot_says_so_when_it_lost_the_power_to_enforce(
+    stack: LocalStack, platform: Platform, moderator: MatrixUser
+) -> None:
+    badge = _slug("powerless")
+    await platform.badges.define(badge, "Powerless", valid_days=None, requires=(), actor="@t:x")
+    room, _ = await _gated_room(moderator, badge)
+    await moderator.client.room_put_state(
+        room,
+        "m.room.power_levels",
+        {
+            **(
+                await platform.matrix.bot.get_power_levels(RoomID(room), ignore_cache=True)
+            ).serialize(),
+            "users": {moderator.bot: 0},
+        },
+    )
+    password = uuid.uuid4().hex
+    user_id = await stack.synapse.register_user(
+        f"admin_{uuid.uuid4().hex[:6]}", password, admin=True
+    )
+    outsider = await MatrixUser.login(stack, user_id, password)
+    try:
+        await moderator.client.room_invite(room, outsider.user_id)
+        await outsider.client.join(room)
+        notice = await moderator.wait_for(
+            room, lambda e: e.get("sender") == moderator.bot and "could not remove" in body(e)
+        )
+        assert "I need power level 50" in body(notice)
+    finally:
+        await outsider.close()
