@@ -179,7 +179,11 @@ class ForumService:
         ghost = self.ghost_of(author)
         intent = self.matrix.ghost(ghost)
         await intent.ensure_registered()
-        name = f"{author.removeprefix('@').split(':', 1)[0]} (forum)"
+        try:  # the author's own display name, marked so nobody mistakes the ghost for them
+            own = await self.matrix.bot.get_displayname(UserID(author))
+        except MatrixError:
+            own = None
+        name = f"{own or author.removeprefix('@').split(':', 1)[0]} (forum)"
         try:
             await intent.set_displayname(name)
         except MatrixError:
