@@ -589,3 +589,28 @@ def test_prometheus_scrapes_every_appservice_on_its_metrics_port() -> None:
             host, port = target.rsplit(":", 1)
             if host == f"synapse-{code}":
                 assert _listener(homeserver, int(port))["type"] == "metrics"
+
+
+@pytest.mark.parametrize("code", TERRITORIES)
+def test_gate_module_is_loaded_and_shares_the_token_with_the_appservice(code: str) -> None:
+    """Synapse loads unityplan_gate from the mounted folder, asks this territory's appservice, and
+    reads the same secret the appservice gets as UNITYPLAN_GATE_MODULE_TOKEN."""
+    synapse, appservice = f"synapse-{code}", f"appservice-{code}"
+    homeserver, _ = _homeserver(code)
+    [module] = [
+        m for m in homeserver.get("modules", []) if m["module"].startswith("unityplan_gate.")
+    ]
+    assert module["module"] == "unityplan_gate.BadgeGate"
+    config = _config(code)
+    assert module["config"]["url"] == config.appservice.address
+    module_dir = _host_path(synapse, "/modules/unityplan_gate")
+    assert module_dir == REPO / "synapse" / "modules" / "unityplan_gate"
+    assert (module_dir / "__init__.py").is_file()
+    assert _environment(synapse).get("PYTHONPATH") == "/modules"
+    token_file = PurePosixPath(module["config"]["token_file"])
+    assert token_file.parent == PurePosixPath("/run/secrets")
+    secret = COMPOSE["secrets"][token_file.name]
+    assert token_file.name in SERVICES[synapse]["secrets"]
+    raw_env = RAW["services"][appservice]["environment"]["UNITYPLAN_GATE_MODULE_TOKEN"]
+    assert f"${{{secret['environment']}:?" in raw_env
+    assert config.gate.module_token == _dummy(secret["environment"])

@@ -6,7 +6,7 @@ In homeserver.yaml (with synapse/modules on Synapse's PYTHONPATH):
       - module: unityplan_gate.BadgeGate
         config:
           url: http://127.0.0.1:29333          # the appservice
-          token: "<gate.module_token of the appservice config>"
+          token: "<gate.module_token of the appservice config>"   # or token_file: /run/secrets/…
           timeout_seconds: 3
 
 For every join by a user of this homeserver, the module asks the appservice
@@ -51,6 +51,9 @@ class BadgeGate:
     @staticmethod
     def parse_config(config: dict[str, Any]) -> GateConfig:
         url, token = config.get("url"), config.get("token")
+        if token is None and isinstance(config.get("token_file"), str):
+            with open(config["token_file"], encoding="utf-8") as secret:
+                token = secret.read().strip()
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError("unityplan_gate: config.url must be the appservice's http(s) URL")
         if not isinstance(token, str) or len(token) < 16:
