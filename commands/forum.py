@@ -8,6 +8,7 @@ from bridges.forum.topics import ForumError, ForumService
 from db.repositories.forum import Topic
 
 from .decorators import argument, command, requires
+from .errors import PermissionDenied
 from .formatting import code, escape
 from .permissions import Permission, PermissionChecker
 from .router import CommandContext
@@ -49,14 +50,19 @@ class ForumCommands:
         await ctx.reply("This topic is locked: only moderators can write, in the room and the API.")
 
     @command("forum unlock", help="Let everyone write in a topic again (this room, or #alias)")
+    @requires(Permission.ROOM_MODERATOR)
     @argument("topic", required=False, metavar="#forum_alias")
     async def unlock(self, ctx: CommandContext, topic: str | None) -> None:
-        # From another room too: in a locked room only moderators can send the command.
+        # From another room too (e.g. a DM with the bot): then the sender must be a moderator of
+        # the topic's room, not only of the room they wrote in.
         found = await (self._topic_by_alias(topic) if topic else self._topic(ctx.room_id))
         if found.matrix_room_id is None or not await self.permissions.has(
             Permission.ROOM_MODERATOR, ctx.sender, RoomID(found.matrix_room_id)
         ):
-            raise ForumError("Unlocking needs the room moderator permission in that topic's room.")
+            raise PermissionDenied(
+                f"You may not unlock {found.title}: it needs the "
+                f"{Permission.ROOM_MODERATOR.value} of the topic's room."
+            )
         await self.service.set_locked(found, False, ctx.sender)
         await ctx.reply(f"The topic {escape(found.title)} is open again.")
 

@@ -211,3 +211,16 @@ def test_any_text_runs_gets_usage_or_is_ignored(text: str) -> None:
     else:
         assert outcome in {Outcome.OK, Outcome.USAGE, Outcome.DENIED, Outcome.REFUSED}
         assert len(replies) == 1
+
+
+def test_plain_text_keeps_numbers_and_links() -> None:
+    from commands.formatting import html_to_text
+
+    text = html_to_text(
+        "<strong>Question 1/2</strong>: Which?<ol><li>CO2</li><li>Argon</li></ol>"
+        'See <a href="https://x.example/c/1">the credential</a>.<ul><li>a</li></ul>'
+    )
+    assert text.splitlines() == [
+        "Question 1/2: Which?", "1. CO2", "2. Argon",
+        "See the credential (https://x.example/c/1).", "• a",
+    ]
