@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: dev test bench system-deps ipfs-node clean
+.PHONY: dev test bench lint system-deps ipfs-node clean
 
 dev: system-deps $(VENV)/.dev-installed ipfs-node
 	$(BIN)/unityplan dev
@@ -16,6 +16,13 @@ test: system-deps $(VENV)/.test-installed ipfs-node
 
 bench: system-deps $(VENV)/.test-installed ipfs-node
 	$(BIN)/python -m bench roundtrip
+
+# Style and types: ruff (lint + format check) and mypy over the packages and bench/.
+lint: $(VENV)/.test-installed
+	$(BIN)/pip install --quiet -e '.[lint]'
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check appservice bridges commands registration db workflows tests bench
+	$(BIN)/mypy
 
 system-deps:
 	@bash tools/system-deps.sh

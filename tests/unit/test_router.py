@@ -221,6 +221,9 @@ def test_plain_text_keeps_numbers_and_links() -> None:
         'See <a href="https://x.example/c/1">the credential</a>.<ul><li>a</li></ul>'
     )
     assert text.splitlines() == [
-        "Question 1/2: Which?", "1. CO2", "2. Argon",
-        "See the credential (https://x.example/c/1).", "• a",
+        "Question 1/2: Which?",
+        "1. CO2",
+        "2. Argon",
+        "See the credential (https://x.example/c/1).",
+        "• a",
     ]
