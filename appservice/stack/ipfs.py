@@ -53,7 +53,9 @@ def install_node(log_path: Path) -> Path:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            # `npm install` with the lock file: `npm ci` trips over an optional package the lock
+            # records without a version ("headless"), and refuses to install at all.
+            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=staging,
             stdout=out,
             stderr=subprocess.STDOUT,
