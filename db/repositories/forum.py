@@ -75,6 +75,9 @@ class ForumRepository:
         self.schema = territory_schema(territory)
         self._topic = _TOPIC.format(s=self.schema)
         self._comment = _COMMENT.format(s=self.schema)
+        # Every event of every room asks "is this a topic room?": remembered here, forgotten on
+        # any change to a topic (one process per territory writes topics).
+        self._by_room: dict[str, Topic | None] = {}
 
     # --- categories and topics ----------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class ForumRepository:
         )
 
     async def set_room(self, topic_id: int, room_id: str) -> None:
+        self._by_room.clear()
         await self.db.execute(
             f"UPDATE {self.schema}.forum_topics SET matrix_room_id = $2 WHERE id = $1",
             topic_id,
@@ -117,6 +121,7 @@ class ForumRepository:
         )
 
     async def set_locked(self, topic_id: int, locked: bool) -> None:
+        self._by_room.clear()
         await self.db.execute(
             f"UPDATE {self.schema}.forum_topics SET locked = $2 WHERE id = $1", topic_id, locked
         )
@@ -130,8 +135,12 @@ class ForumRepository:
         return Topic.from_row(row) if row else None
 
     async def topic_by_room(self, room_id: str) -> Topic | None:
+        if room_id in self._by_room:
+            return self._by_room[room_id]
         row = await self.db.fetchrow(f"{self._topic} WHERE t.matrix_room_id = $1", room_id)
-        return Topic.from_row(row) if row else None
+        topic = Topic.from_row(row) if row else None
+        self._by_room[room_id] = topic
+        return topic
 
     async def topics(self, limit: int, before: int | None) -> list[Topic]:
         rows = await self.db.fetch(
@@ -161,7 +170,8 @@ class ForumRepository:
                     (topic_id, matrix_event_id, author, parent_id, body, body_html, source)
                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (matrix_event_id) DO NOTHING
-                RETURNING id""",
+                RETURNING id, topic_id, matrix_event_id, author, parent_id, body, body_html,
+                          source, created_at, edited_at, deleted_at""",
             topic_id,
             matrix_event_id,
             author,
@@ -170,7 +180,7 @@ class ForumRepository:
             body_html,
             source,
         )
-        return await self.comment(row["id"]) if row else None
+        return Comment.from_row(row) if row else None
 
     async def set_comment_event(self, comment_id: int, event_id: str) -> None:
         await self.db.execute(
