@@ -56,6 +56,25 @@ async def _import(admin: MatrixUser, room: str, yaml_text: bytes, name: str) -> 
     return await admin.command_replying(room, "!course import", file_event)
 
 
+async def _cli_import(stack: LocalStack, path: Any) -> tuple[int, str, str]:
+    """`unityplan -c <stack config> course import PATH` as an operator runs it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appservice",
+        "-c",
+        str(stack.config_path),
+        "course",
+        "import",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 async def _events(stack: LocalStack, subject: str) -> list[EventEnvelope]:
     client = await nats.connect(stack.nats.url)
     try:
@@ -269,37 +288,13 @@ async def test_cli_course_import(stack: LocalStack, user: MatrixUser, tmp_path: 
     course = _slug("cli")
     path = tmp_path / "course.yaml"
     path.write_bytes(_course_yaml(course, course))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appservice",
-        "-c",
-        str(stack.config_path),
-        "course",
-        "import",
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    assert out.decode().startswith(f"Imported {course} version 1: 2 lessons, 2 questions")
+    code, out, err = await _cli_import(stack, path)
+    assert code == 0, err
+    assert out.startswith(f"Imported {course} version 1: 2 lessons, 2 questions")
     room = await user.room_with_bot()
     assert course in body(await user.command(room, "!course list"))
-    again = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appservice",
-        "-c",
-        str(stack.config_path),
-        "course",
-        "import",
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await again.communicate()
-    assert again.returncode == 1 and "version 1 exists" in err.decode()
+    code, _, err = await _cli_import(stack, path)
+    assert code == 1 and "version 1 exists" in err
 
 
 async def test_badge_check_answers_from_the_awards(platform: Platform, admin: MatrixUser) -> None:
@@ -350,20 +345,8 @@ async def test_course_materials_are_pinned_encrypted_when_gated_and_delivered(
         data = json.loads(_course_yaml(slug, slug, prerequisites=(prerequisite,) if gated else ()))
         data["lessons"][0]["materials"] = ["slides/carbon.pdf"]
         (tmp_path / f"{slug}.yaml").write_text(json.dumps(data))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "appservice",
-            "-c",
-            str(stack.config_path),
-            "course",
-            "import",
-            str(tmp_path / f"{slug}.yaml"),
-            stderr=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        _, err = await process.communicate()
-        assert process.returncode == 0, err.decode()
+        code, _, err = await _cli_import(stack, tmp_path / f"{slug}.yaml")
+        assert code == 0, err
         courses[gated] = slug
 
     for gated, slug in courses.items():

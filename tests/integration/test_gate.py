@@ -71,6 +71,18 @@ async def _wait_member(platform: Platform, user: MatrixUser, room: str, present:
     await _eventually(check, f"{user.user_id} {'in' if present else 'out of'} {room}")
 
 
+async def _left(observer: MatrixUser, room: str, user_id: str) -> dict[str, Any]:
+    """The member event that took ``user_id`` out of ``room`` (a kick carries its reason)."""
+    return await observer.wait_for(
+        room,
+        lambda e: (
+            e.get("type") == "m.room.member"
+            and e.get("state_key") == user_id
+            and e["content"].get("membership") == "leave"
+        ),
+    )
+
+
 async def _define_course_badge(admin: MatrixUser, badge: str, course: str) -> None:
     room = await admin.room_with_bot()
     data = {
@@ -129,14 +141,7 @@ async def test_join_refused_then_invited_after_the_course_then_removed(
 
     await admin.command(await admin.room_with_bot(), f"!badge revoke {user.user_id} {badge} test")
     await _wait_member(platform, user, room, present=False)
-    kick = await moderator.wait_for(
-        room,
-        lambda e: (
-            e.get("type") == "m.room.member"
-            and e.get("state_key") == user.user_id
-            and e["content"].get("membership") == "leave"
-        ),
-    )
+    kick = await _left(moderator, room, user.user_id)
     assert f"Your badge {badge} revoked" in kick["content"].get("reason", "")
     await user.dm_from_bot(lambda e: "You were removed from" in body(e) and badge in body(e))
 
@@ -151,14 +156,7 @@ async def test_expiry_removes_the_member(
     await admin.command(admin_room, f"!badge award {user.user_id} {badge}")
     await _wait_member(platform, user, room, present=True)
     await _wait_member(platform, user, room, present=False)  # ~17 s later the badge expires
-    kick = await moderator.wait_for(
-        room,
-        lambda e: (
-            e.get("type") == "m.room.member"
-            and e.get("state_key") == user.user_id
-            and e["content"].get("membership") == "leave"
-        ),
-    )
+    kick = await _left(moderator, room, user.user_id)
     assert f"Your badge {badge} expired" in kick["content"].get("reason", "")
 
 
@@ -204,14 +202,7 @@ async def test_human_invited_user_without_the_badge_is_kicked(
         await moderator.client.room_invite(room, outsider.user_id)
         joined = await outsider.client.join(room)
         assert isinstance(joined, JoinResponse), joined
-        kick = await moderator.wait_for(
-            room,
-            lambda e: (
-                e.get("type") == "m.room.member"
-                and e.get("state_key") == outsider.user_id
-                and e["content"].get("membership") == "leave"
-            ),
-        )
+        kick = await _left(moderator, room, outsider.user_id)
         assert kick["sender"] == moderator.bot
         assert f"requires the badge {badge}" in kick["content"]["reason"]
     finally:
