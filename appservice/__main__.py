@@ -108,14 +108,17 @@ def _run_until_signal(
             loop.add_signal_handler(sig, stopping.set)
         try:
             await start()
-        except ConfigError as exc:
-            print(f"unityplan: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        except (StackError, DatabaseUnavailable) as exc:
-            log.critical("Start-up failed: %s", exc)
-            return EXIT_STARTUP
         except Exception as exc:
-            log.critical("Start-up failed: %s", exc, exc_info=True)
+            # Whatever started before the failure (a local stack's servers) must not outlive us.
+            try:
+                await stop()
+            except Exception:
+                log.exception("Stopping after the failed start-up failed too")
+            if isinstance(exc, ConfigError):
+                print(f"unityplan: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            expected = isinstance(exc, StackError | DatabaseUnavailable)
+            log.critical("Start-up failed: %s", exc, exc_info=not expected)
             return EXIT_STARTUP
         await stopping.wait()
         log.info("Stopping")

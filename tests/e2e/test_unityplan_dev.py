@@ -105,6 +105,9 @@ async def test_unityplan_dev_runs_answers_and_stops() -> None:
         for child in children:
             if child.is_running():
                 child.kill()
+        for leftover in psutil.process_iter(["cmdline"]):  # started before `children` was read
+            if str(data_dir) in " ".join(leftover.info["cmdline"] or ()):
+                leftover.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

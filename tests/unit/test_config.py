@@ -139,3 +139,19 @@ def test_unreachable_database_is_one_sentence(tmp_path: Path) -> None:
         assert f"Cannot use the global database at 127.0.0.1:{port}/unityplan" in last
         assert "secret" not in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_failed_start_stops_what_had_started() -> None:
+    """E.g. `unityplan dev` whose demo seeding fails after the servers are up."""
+    from appservice.__main__ import EXIT_STARTUP, _run_until_signal
+
+    stopped: list[str] = []
+
+    async def start() -> None:
+        raise RuntimeError("seeding failed")
+
+    async def stop() -> None:
+        stopped.append("stopped")
+
+    assert _run_until_signal(start, stop) == EXIT_STARTUP
+    assert stopped == ["stopped"]
