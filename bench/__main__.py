@@ -27,6 +27,29 @@ def _positive(text: str) -> int:
     return value
 
 
+def _common(
+    parser: argparse.ArgumentParser, *, runs: int, warmup: int, timeout: float | None, unit: str
+) -> None:
+    """--runs, --warmup, --timeout (when the benchmark has one) and -v, with its defaults."""
+    parser.add_argument(
+        "--runs", type=_positive, default=runs, help=f"measured iterations (default: {runs})"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=warmup,
+        help=f"iterations run first and discarded (default: {warmup})",
+    )
+    if timeout is not None:
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=timeout,
+            help=f"seconds one {unit} may take before the run fails (default: {timeout:g})",
+        )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="UnityPlan benchmarks")
     benchmarks = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
@@ -36,40 +59,20 @@ def _parser() -> argparse.ArgumentParser:
         description="Start one local stack and time, interleaved: alice's !help answered by "
         "UnityPlan's bot, by a minimal echo appservice, and a plain alice -> bob message.",
     )
-    roundtrip.add_argument(
-        "--runs", type=_positive, default=50, help="measured iterations (default: 50)"
-    )
-    roundtrip.add_argument(
-        "--warmup", type=int, default=5, help="iterations run first and discarded (default: 5)"
-    )
-    roundtrip.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        help="seconds one round trip may take before the run fails (default: 10)",
-    )
+    _common(roundtrip, runs=50, warmup=5, timeout=10.0, unit="round trip")
     roundtrip.add_argument("--json", action="store_true", help="print the result as JSON")
-    roundtrip.add_argument(
-        "-v", "--verbose", action="store_true", help="log the stack's INFO lines"
-    )
     commands = benchmarks.add_parser(
         "commands",
         help="!course progress and !badge list round trips vs. !help and plain delivery",
         description="Start one local stack and time, interleaved: !course progress, !badge list "
         "(both read the database), !help, and a plain alice -> bob message.",
     )
-    commands.add_argument("--runs", type=_positive, default=50, help="measured iterations")
-    commands.add_argument("--warmup", type=int, default=5, help="iterations discarded first")
-    commands.add_argument("--timeout", type=float, default=10.0, help="seconds per round trip")
-    commands.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    _common(commands, runs=50, warmup=5, timeout=10.0, unit="round trip")
     gate = benchmarks.add_parser(
         "gate",
         help="knock -> invite and unauthorised join -> kick vs. plain delivery; decision time",
     )
-    gate.add_argument("--runs", type=_positive, default=30, help="measured iterations")
-    gate.add_argument("--warmup", type=int, default=3, help="iterations discarded first")
-    gate.add_argument("--timeout", type=float, default=10.0, help="seconds per reaction")
-    gate.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    _common(gate, runs=30, warmup=3, timeout=10.0, unit="reaction")
     forum = benchmarks.add_parser(
         "forum",
         help="room message -> API comment and API comment -> room vs. plain; ingest rate",
@@ -78,15 +81,10 @@ def _parser() -> argparse.ArgumentParser:
         "sync brings it, and a plain alice -> bob message; then the sustained ingest rate of "
         "100-event transactions PUT straight to the appservice.",
     )
-    forum.add_argument("--runs", type=_positive, default=30, help="measured iterations")
-    forum.add_argument("--warmup", type=int, default=3, help="iterations discarded first")
-    forum.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds per round trip or transaction"
-    )
+    _common(forum, runs=30, warmup=3, timeout=10.0, unit="round trip or transaction")
     forum.add_argument(
         "--transactions", type=_positive, default=10, help="100-event transactions ingested"
     )
-    forum.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
     media = benchmarks.add_parser(
         "media",
         help="room file -> pinned CID recorded vs. a direct IPFS add (100 KB and 5 MB)",
@@ -95,15 +93,10 @@ def _parser() -> argparse.ArgumentParser:
         "its pinned CID, and a direct add + pin of other bytes of the same size to the same IPFS "
         "node. Every recorded CID must equal a direct add of the same bytes.",
     )
-    media.add_argument("--runs", type=_positive, default=20, help="iterations with 100 KB files")
+    _common(media, runs=20, warmup=1, timeout=60.0, unit="file stored or added")
     media.add_argument(
         "--runs-large", type=_positive, default=5, help="iterations with 5 MB files (default: 5)"
     )
-    media.add_argument("--warmup", type=int, default=1, help="iterations per size discarded first")
-    media.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds per file stored or added"
-    )
-    media.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
     events = benchmarks.add_parser(
         "events",
         help="outbox commit -> JetStream PubAck vs. plain JetStream publishes",
@@ -111,11 +104,9 @@ def _parser() -> argparse.ArgumentParser:
         "the transactional outbox until its PubAck, and a plain nats-py JetStream publish; "
         "then a burst of each.",
     )
-    events.add_argument("--runs", type=_positive, default=200, help="measured iterations")
-    events.add_argument("--warmup", type=int, default=20, help="iterations discarded first")
+    _common(events, runs=200, warmup=20, timeout=None, unit="")
     events.add_argument("--burst", type=_positive, default=500, help="events in the burst")
     events.add_argument("--json", action="store_true", help="print the result as JSON")
-    events.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
     return parser
 
 

@@ -49,12 +49,8 @@ class OutboxRelay:
         self.stream = stream
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
-        self.published = 0
         # Called with each event id right after its PubAck (benchmarks measure commit -> PubAck).
         self.on_published: Callable[[uuid.UUID], None] | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -134,7 +130,6 @@ class OutboxRelay:
                 self.metrics.duplicates_dropped.inc()
         if acked:
             await self.outbox.mark_published(acked)
-            self.published += len(acked)
         if failure is not None:
             self.metrics.outbox_backlog.set(await self.outbox.backlog())
             raise failure

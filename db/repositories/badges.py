@@ -80,12 +80,6 @@ class BadgeDefinitionRepository:
         )
         return BadgeDefinition.from_row(row) if row else None
 
-    async def list(self) -> list[BadgeDefinition]:
-        rows = await self.db.fetch(
-            f"SELECT {_DEFINITION_COLUMNS} FROM public.badge_definitions ORDER BY slug"
-        )
-        return [BadgeDefinition.from_row(row) for row in rows]
-
     async def define(self, badge: BadgeDefinition) -> bool:
         """Create or update; True when it was created."""
         return bool(

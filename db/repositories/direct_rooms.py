@@ -23,6 +23,3 @@ class DirectRoomRepository:
             user_id,
             room_id,
         )
-
-    async def forget(self, user_id: str) -> None:
-        await self.db.execute(f"DELETE FROM {self.schema}.direct_rooms WHERE user_id = $1", user_id)

@@ -84,10 +84,3 @@ class TerritoryRepository:
             server_name,
         )
         return Territory.from_row(row) if row else None
-
-    async def list(self) -> list[Territory]:
-        rows = await self.db.fetch(
-            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text
-               FROM global.territories ORDER BY code"""
-        )
-        return [Territory.from_row(row) for row in rows]
