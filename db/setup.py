@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from .database import Database
-from .migrations import migrate_schema
+from .migrations import Scope, check_schema_version, migrate_schema
 from .territory import TerritoryCode, territory_schema
 
 
 async def migrate_all(
     global_db: Database, territory_db: Database, code: TerritoryCode
 ) -> dict[str, list[int]]:
-    applied: dict[str, list[int]] = {}
-    async with global_db.acquire() as conn:
-        applied["global"] = await migrate_schema(conn, "global", "global")
-        applied["public"] = await migrate_schema(conn, "public", "public")
+    """Migrate the global, public and territory schemas; returns the versions applied to each.
+
+    Raises DatabaseTooNew, before changing any schema, when one of them records a version newer
+    than this code has.
+    """
     schema = territory_schema(code)
-    async with territory_db.acquire() as conn:
-        applied[schema] = await migrate_schema(conn, "territory", schema)
+    schemas: list[tuple[Scope, str, Database]] = [
+        ("global", "global", global_db),
+        ("public", "public", global_db),
+        ("territory", schema, territory_db),
+    ]
+    for scope, name, db in schemas:
+        async with db.acquire() as conn:
+            await check_schema_version(conn, scope, name)
+    applied: dict[str, list[int]] = {}
+    for scope, name, db in schemas:
+        async with db.acquire() as conn:
+            applied[name] = await migrate_schema(conn, scope, name)
     return applied

@@ -1,28 +1,58 @@
 """Numbered migrations, run for the global and public schemas and for every territory schema.
 
-A migration is never edited once shipped: add a new vNNN module and list it below.
+Each scope has its own package: ``global_schema``, ``public_schema`` and ``territory_schema``. In
+it, module ``vNNN_some_name`` is version NNN of that scope (recorded as "some name" in the schema's
+``schema_migrations``); the version comes from the file name, so the two cannot disagree. Versions
+run 1..n per scope. A migration is never edited once shipped: add the next vNNN module to its scope
+package and list it in that package's ``MODULES``.
+
+A schema that records a version newer than the newest this code has is refused (DatabaseTooNew):
+an older unityplan must not run against a database a newer one has migrated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Literal
 
 import asyncpg
 
-from . import (
-    v001_foundation,
-    v002_event_spine,
-    v003_transaction_digest,
-    v004_courses_and_badges,
-    v005_gated_rooms,
-    v006_forum,
-    v007_media,
-    v008_course_materials,
-)
+from . import global_schema, public_schema, territory_schema
+
+__all__ = [
+    "MIGRATIONS",
+    "PACKAGES",
+    "DatabaseTooNew",
+    "Migration",
+    "Scope",
+    "check_schema_version",
+    "migrate_schema",
+    "migrations_for",
+    "newest_version",
+]
 
 Scope = Literal["global", "public", "territory"]
+
+MODULE_NAME = re.compile(r"v(?P<version>\d{3})_(?P<name>[a-z0-9]+(?:_[a-z0-9]+)*)")
+
+
+class DatabaseTooNew(Exception):
+    """A schema records a migration version newer than any this code has."""
+
+    def __init__(self, schema: str, version: int, known: int) -> None:
+        super().__init__(schema, version, known)
+        self.schema = schema
+        self.version = version
+        self.known = known
+
+    def __str__(self) -> str:
+        return (
+            f"The {self.schema} schema is at version {self.version}, newer than this code knows "
+            f"({self.known}): upgrade unityplan, or restore a backup made by this version."
+        )
 
 
 @dataclass(frozen=True)
@@ -32,19 +62,43 @@ class Migration:
     name: str
     # global/public migrations take (conn); territory migrations take (conn, schema).
     apply: Callable[..., Awaitable[None]]
+    module: str
 
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "global", "foundation", v001_foundation.upgrade_global),
-    Migration(1, "territory", "foundation", v001_foundation.upgrade_territory),
-    Migration(2, "territory", "event spine", v002_event_spine.upgrade_territory),
-    Migration(3, "territory", "transaction digest", v003_transaction_digest.upgrade_territory),
-    Migration(1, "public", "badge definitions", v004_courses_and_badges.upgrade_public),
-    Migration(4, "territory", "courses and badges", v004_courses_and_badges.upgrade_territory),
-    Migration(5, "territory", "gated rooms", v005_gated_rooms.upgrade_territory),
-    Migration(6, "territory", "forum", v006_forum.upgrade_territory),
-    Migration(7, "territory", "media", v007_media.upgrade_territory),
-    Migration(8, "territory", "course materials", v008_course_materials.upgrade_territory),
+def _register(scope: Scope, package: ModuleType, modules: Iterable[ModuleType]) -> list[Migration]:
+    """One Migration per module; version and name come from the module's file name."""
+    found = []
+    for module in modules:
+        parent, _, leaf = module.__name__.rpartition(".")
+        match = MODULE_NAME.fullmatch(leaf)
+        if parent != package.__name__ or match is None:
+            raise RuntimeError(
+                f"{module.__name__} is listed as a {scope} migration, but {scope} migrations are "
+                f"modules {package.__name__}.vNNN_name"
+            )
+        found.append(
+            Migration(
+                version=int(match["version"]),
+                scope=scope,
+                name=match["name"].replace("_", " "),
+                apply=module.upgrade,
+                module=module.__name__,
+            )
+        )
+    return found
+
+
+# The package of each scope's migrations.
+PACKAGES: dict[Scope, ModuleType] = {
+    "global": global_schema,
+    "public": public_schema,
+    "territory": territory_schema,
+}
+
+MIGRATIONS: tuple[Migration, ...] = tuple(
+    migration
+    for scope, package in PACKAGES.items()
+    for migration in _register(scope, package, package.MODULES)
 )
 
 
@@ -56,8 +110,41 @@ def migrations_for(scope: Scope) -> list[Migration]:
     return found
 
 
+def newest_version(scope: Scope) -> int:
+    """The newest version this code has for ``scope`` (0 when it has none)."""
+    found = migrations_for(scope)
+    return found[-1].version if found else 0
+
+
+def _refuse_if_too_new(scope: Scope, schema: str, recorded: int) -> None:
+    known = newest_version(scope)
+    if recorded > known:
+        raise DatabaseTooNew(schema, recorded, known)
+
+
+async def check_schema_version(conn: asyncpg.Connection, scope: Scope, schema: str) -> int:
+    """The version ``schema`` records (0 if it has no schema_migrations yet), changing nothing.
+
+    Raises DatabaseTooNew when that is newer than this code's newest ``scope`` migration.
+    """
+    exists = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f"{schema}.schema_migrations"
+    )
+    recorded: int = 0
+    if exists:
+        recorded = await conn.fetchval(
+            f"SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"
+        )
+    _refuse_if_too_new(scope, schema, recorded)
+    return recorded
+
+
 async def migrate_schema(conn: asyncpg.Connection, scope: Scope, schema: str) -> list[int]:
-    """Bring one schema up to date; returns the versions applied. Safe to run concurrently."""
+    """Bring one schema up to date; returns the versions applied. Safe to run concurrently.
+
+    Raises DatabaseTooNew, before applying anything, when the schema records a version newer than
+    this code has; the transaction is then rolled back whole.
+    """
     applied: list[int] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"unityplan:{schema}")
@@ -71,6 +158,7 @@ async def migrate_schema(conn: asyncpg.Connection, scope: Scope, schema: str) ->
         current = await conn.fetchval(
             f"SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"
         )
+        _refuse_if_too_new(scope, schema, current)
         for migration in migrations_for(scope):
             if migration.version <= current:
                 continue

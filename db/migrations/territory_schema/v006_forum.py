@@ -1,11 +1,11 @@
-"""v6: forum categories, topics (one room each), comments with revisions, votes."""
+"""Territory v6: forum categories, topics (one room each), comments with revisions, votes."""
 
 from __future__ import annotations
 
 import asyncpg
 
 
-async def upgrade_territory(conn: asyncpg.Connection, schema: str) -> None:
+async def upgrade(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(
         f"""
         CREATE TABLE {schema}.forum_categories (

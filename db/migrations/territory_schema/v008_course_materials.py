@@ -1,11 +1,11 @@
-"""v8: course materials on IPFS (encrypted for badge-gated courses; the key stays here)."""
+"""Territory v8: course materials on IPFS (encrypted for badge-gated courses; the key stays here)."""
 
 from __future__ import annotations
 
 import asyncpg
 
 
-async def upgrade_territory(conn: asyncpg.Connection, schema: str) -> None:
+async def upgrade(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(
         f"""
         CREATE TABLE {schema}.course_materials (

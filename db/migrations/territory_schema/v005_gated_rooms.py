@@ -1,11 +1,11 @@
-"""v5: badge-gated rooms."""
+"""Territory v5: badge-gated rooms."""
 
 from __future__ import annotations
 
 import asyncpg
 
 
-async def upgrade_territory(conn: asyncpg.Connection, schema: str) -> None:
+async def upgrade(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(
         f"""
         CREATE TABLE {schema}.gated_rooms (

@@ -1,11 +1,11 @@
-"""v1: territory registry, users, append-only audit log; appservice transactions and inbox."""
+"""Global v1: the territory registry, users and the append-only audit log."""
 
 from __future__ import annotations
 
 import asyncpg
 
 
-async def upgrade_global(conn: asyncpg.Connection) -> None:
+async def upgrade(conn: asyncpg.Connection) -> None:
     await conn.execute(
         """
         CREATE TABLE global.territories (
@@ -53,40 +53,3 @@ async def upgrade_global(conn: asyncpg.Connection) -> None:
         await conn.execute(
             "SELECT create_hypertable('global.audit_log', 'occurred_at', migrate_data => true)"
         )
-
-
-async def upgrade_territory(conn: asyncpg.Connection, schema: str) -> None:
-    await conn.execute(
-        f"""
-        CREATE TABLE {schema}.as_transactions (
-            homeserver      text NOT NULL,
-            txn_id          text NOT NULL,
-            event_count     integer NOT NULL,
-            received_at     timestamptz NOT NULL DEFAULT now(),
-            completed_at    timestamptz,
-            PRIMARY KEY (homeserver, txn_id)
-        );
-        CREATE TABLE {schema}.as_inbox (
-            event_id        text PRIMARY KEY,
-            homeserver      text NOT NULL,
-            txn_id          text NOT NULL,
-            seq             integer NOT NULL,
-            room_id         text,
-            event           jsonb NOT NULL,
-            status          text NOT NULL DEFAULT 'pending'
-                            CHECK (status IN ('pending', 'done', 'failed')),
-            error           text,
-            received_at     timestamptz NOT NULL DEFAULT now(),
-            handled_at      timestamptz
-        );
-        CREATE INDEX as_inbox_pending ON {schema}.as_inbox (received_at, seq)
-            WHERE status = 'pending';
-        CREATE TABLE {schema}.user_profiles (
-            matrix_user_id  text PRIMARY KEY,
-            display_name    text,
-            language        text,
-            created_at      timestamptz NOT NULL DEFAULT now(),
-            updated_at      timestamptz NOT NULL DEFAULT now()
-        );
-        """
-    )

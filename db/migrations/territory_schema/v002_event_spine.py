@@ -1,11 +1,11 @@
-"""v2: the transactional outbox, consumer-side idempotency and dead letters, per territory."""
+"""Territory v2: the transactional outbox, consumer-side idempotency and dead letters, per territory."""
 
 from __future__ import annotations
 
 import asyncpg
 
 
-async def upgrade_territory(conn: asyncpg.Connection, schema: str) -> None:
+async def upgrade(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(
         f"""
         CREATE TABLE {schema}.outbox (

@@ -1,4 +1,4 @@
-"""v3: a transaction is identified by (homeserver, txn_id, digest of its event ids).
+"""Territory v3: a transaction is identified by (homeserver, txn_id, digest of its event ids).
 
 Synapse on SQLite starts its transaction ids at 1 again after a restart, so a txn_id alone does not
 identify a transaction forever. A replay carries the same events (same digest) and stays a no-op; a
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncpg
 
 
-async def upgrade_territory(conn: asyncpg.Connection, schema: str) -> None:
+async def upgrade(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(
         f"""
         ALTER TABLE {schema}.as_transactions ADD COLUMN digest text NOT NULL DEFAULT '';

@@ -1,11 +1,11 @@
-"""v7: files on IPFS: content objects (one per CID), uploads (one per Matrix event), a durable queue."""
+"""Territory v7: files on IPFS: content objects (one per CID), uploads (one per Matrix event), a durable queue."""
 
 from __future__ import annotations
 
 import asyncpg
 
 
-async def upgrade_territory(conn: asyncpg.Connection, schema: str) -> None:
+async def upgrade(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(
         f"""
         CREATE TABLE {schema}.media_objects (

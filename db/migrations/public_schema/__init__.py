@@ -1,0 +1,7 @@
+"""Migrations of the ``public`` schema: module vNNN_name is version NNN. List each one below."""
+
+from __future__ import annotations
+
+from . import v001_badge_definitions
+
+MODULES = (v001_badge_definitions,)

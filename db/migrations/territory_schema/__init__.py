@@ -1,0 +1,26 @@
+"""Migrations of every ``territory_<code>`` schema: module vNNN_name is version NNN. List each one
+below."""
+
+from __future__ import annotations
+
+from . import (
+    v001_foundation,
+    v002_event_spine,
+    v003_transaction_digest,
+    v004_courses_and_badges,
+    v005_gated_rooms,
+    v006_forum,
+    v007_media,
+    v008_course_materials,
+)
+
+MODULES = (
+    v001_foundation,
+    v002_event_spine,
+    v003_transaction_digest,
+    v004_courses_and_badges,
+    v005_gated_rooms,
+    v006_forum,
+    v007_media,
+    v008_course_materials,
+)
