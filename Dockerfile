@@ -21,6 +21,7 @@ COPY pyproject.toml README.md /src/
 COPY appservice /src/appservice
 COPY bridges /src/bridges
 COPY commands /src/commands
+COPY core /src/core
 COPY registration /src/registration
 COPY db /src/db
 COPY workflows /src/workflows

@@ -17,12 +17,17 @@ test: system-deps $(VENV)/.test-installed ipfs-node
 bench: system-deps $(VENV)/.test-installed ipfs-node
 	$(BIN)/python -m bench roundtrip
 
-# Style and types: ruff (lint + format check) and mypy over the packages and bench/.
-lint: $(VENV)/.test-installed
-	$(BIN)/pip install --quiet -e '.[lint]'
+# Style, types and layers: ruff (lint + format check), mypy, and import-linter's contracts
+# (imports point down: appservice -> commands | bridges -> workflows -> core -> db).
+lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check appservice bridges commands registration db workflows tests bench
+	$(BIN)/ruff format --check appservice bridges commands core registration db workflows tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+$(VENV)/.lint-installed: pyproject.toml $(VENV)/.test-installed
+	$(BIN)/pip install --quiet -e '.[lint]'
+	touch $@
 
 system-deps:
 	@bash tools/system-deps.sh

@@ -21,8 +21,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from commands.errors import CommandError
+from core.errors import DomainError, NotFound, Refused
 from db.database import DatabaseUnavailable
+from db.migrations import DatabaseTooNew
+from db.territory import territory_code
 
 from .config import Config, ConfigError, LoggingConfig, example_config_text, load_config
 from .logs import setup_logging
@@ -31,6 +33,7 @@ from .stack.process import StackError
 log = logging.getLogger("unityplan.cli")
 
 EXIT_CONFIG = 2
+EXIT_REFUSED = 2  # a refusal of the domain: the sentence says why
 EXIT_STARTUP = 3
 
 
@@ -117,7 +120,7 @@ def _run_until_signal(
             if isinstance(exc, ConfigError):
                 print(f"unityplan: {exc}", file=sys.stderr)
                 return EXIT_CONFIG
-            expected = isinstance(exc, StackError | DatabaseUnavailable)
+            expected = isinstance(exc, StackError | DatabaseUnavailable | DatabaseTooNew)
             log.critical("Start-up failed: %s", exc, exc_info=not expected)
             return EXIT_STARTUP
         await stopping.wait()
@@ -167,7 +170,7 @@ def cmd_registration(args: argparse.Namespace, config: Config) -> int:
     if args.action == "generate":
         output = args.output or config.registration_path
         existed = output.exists()
-        generate(config, output, rotate=args.rotate)
+        generate(config.registration_spec(), output, rotate=args.rotate)
         kept = "with new tokens" if args.rotate or not existed else "keeping its tokens"
         print(f"Wrote {output} ({kept}). Add it to app_service_config_files in homeserver.yaml.")
         return 0
@@ -178,7 +181,7 @@ def cmd_registration(args: argparse.Namespace, config: Config) -> int:
             file=sys.stderr,
         )
         return 1
-    problems = differences(config, path)
+    problems = differences(config.registration_spec(), path)
     if problems:
         print(f"{path} does not match {config.path}:", file=sys.stderr)
         for problem in problems:
@@ -189,28 +192,15 @@ def cmd_registration(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_db_migrate(config: Config) -> int:
-    from db.database import Database
     from db.setup import migrate_all
-    from db.territory import territory_code
+
+    from .app import opened_databases
 
     async def main() -> None:
-        global_db = Database(config.database.url, name="global", max_size=2)
-        territory_db = (
-            Database(config.database.territory_url, name="territory", max_size=2)
-            if config.database.territory_url
-            else global_db
-        )
-        await global_db.start()
-        if territory_db is not global_db:
-            await territory_db.start()
-        try:
+        async with opened_databases(config, migrate=False) as dbs:
             applied = await migrate_all(
-                global_db, territory_db, territory_code(config.territory.code)
+                dbs.global_db, dbs.territory_db, territory_code(config.territory.code)
             )
-        finally:
-            await global_db.stop()
-            if territory_db is not global_db:
-                await territory_db.stop()
         for schema, versions in applied.items():
             print(f"{schema}: " + (f"applied {versions}" if versions else "up to date"))
 
@@ -221,63 +211,40 @@ def cmd_db_migrate(config: Config) -> int:
 def cmd_course_import(config: Config, file: Path) -> int:
     import getpass
 
-    from bridges.events.publisher import EventPublisher
     from bridges.media.ipfs_client import IpfsClient
-    from db.database import Database
     from db.repositories.audit import AuditLog
-    from db.repositories.outbox import OutboxRepository
-    from db.setup import migrate_all
-    from db.territory import territory_code
     from workflows.course_file import CourseFileError, parse_course_file
-    from workflows.wiring import course_workflows
+
+    from .app import build_course_services, opened_databases, outbox_emitter
 
     try:
         spec = parse_course_file(file.read_bytes())
     except OSError as exc:
-        print(f"unityplan: cannot read {file}: {exc.strerror}.", file=sys.stderr)
-        return 1
+        raise Refused(f"cannot read {file}: {exc.strerror}.") from exc
     except CourseFileError as exc:
-        print(f"unityplan: {file} is not a valid course: {exc}.", file=sys.stderr)
-        return 1
+        raise Refused(f"{file} is not a valid course: {exc}.") from exc
 
     async def main() -> int:
         code = territory_code(config.territory.code)
-        global_db = Database(config.database.url, name="global", max_size=2)
-        territory_db = (
-            Database(config.database.territory_url, name="territory", max_size=2)
-            if config.database.territory_url
-            else global_db
-        )
-        databases = list({id(d): d for d in (global_db, territory_db)}.values())
-        for db in databases:
-            await db.start()
         ipfs = IpfsClient(config.ipfs.api_url)  # materials are pinned there
         await ipfs.start()
         try:
-            await migrate_all(global_db, territory_db, code)
-            # The event goes into the outbox; the running appservice publishes it.
-            events = EventPublisher(OutboxRepository(territory_db, code), code)
-            workflows = course_workflows(
-                global_db=global_db,
-                territory_db=territory_db,
-                territory=code,
-                events=events,
-                audit=AuditLog(global_db, code),
-                ipfs=ipfs,
-            )
-            outcome = await workflows.courses.import_course(
-                spec,
-                actor=f"cli:{getpass.getuser()}",
-                source=f"file:{file.resolve()}",
-                base_dir=file.resolve().parent,
-            )
-        except CommandError as exc:
-            print(f"unityplan: {exc}", file=sys.stderr)
-            return 1
+            async with opened_databases(config, migrate=True) as dbs:
+                services = build_course_services(
+                    config,
+                    dbs,
+                    events=outbox_emitter(dbs, code),
+                    audit=AuditLog(dbs.global_db, code),
+                    content=ipfs,
+                )
+                outcome = await services.courses.import_course(
+                    spec,
+                    actor=f"cli:{getpass.getuser()}",
+                    source=f"file:{file.resolve()}",
+                    base_dir=file.resolve().parent,
+                )
         finally:
             await ipfs.stop()
-            for db in databases:
-                await db.stop()
         badge = " (badge created)" if outcome.badge_created else ""
         print(
             f"Imported {spec.slug} version {spec.version}: {len(spec.lessons)} lessons, "
@@ -289,24 +256,20 @@ def cmd_course_import(config: Config, file: Path) -> int:
 
 
 def cmd_territory_info(config: Config) -> int:
-    from db.database import Database
     from db.repositories.territories import TerritoryRepository
-    from db.territory import territory_code
+
+    from .app import opened_databases
 
     async def main() -> int:
-        db = Database(config.database.url, name="global", max_size=1)
-        await db.start()
-        try:
-            territory = await TerritoryRepository(db).get(territory_code(config.territory.code))
-        finally:
-            await db.stop()
-        if territory is None:
-            print(
-                f"Territory {config.territory.code} is not registered yet; "
-                "it is registered when the appservice starts.",
-                file=sys.stderr,
+        async with opened_databases(config, migrate=False, max_size=1) as dbs:
+            territory = await TerritoryRepository(dbs.global_db).get(
+                territory_code(config.territory.code)
             )
-            return 1
+        if territory is None:
+            raise NotFound(
+                f"Territory {config.territory.code} is not registered yet; "
+                "it is registered when the appservice starts."
+            )
         print(
             json.dumps(
                 {
@@ -353,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "course":
             return cmd_course_import(config, args.file)
         return cmd_territory_info(config)
-    except DatabaseUnavailable as exc:
+    except DomainError as exc:
+        # The one place the CLI says a refusal: its sentence, exit code 2.
+        print(f"unityplan: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (DatabaseUnavailable, DatabaseTooNew) as exc:
         print(f"unityplan: {exc}", file=sys.stderr)
         return EXIT_STARTUP
 

@@ -1,10 +1,13 @@
-"""The composition root: builds every component from the config and starts/stops them in order."""
+"""The composition root: small builders that make every component from the config, used alike by
+`unityplan run` (the ``Platform``), the CLI subcommands and the local stack; and the order in which
+the running platform starts and stops."""
 
 from __future__ import annotations
 
 import logging
-import re
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +22,6 @@ from bridges.events.requests import BadgeCheckClient, BadgeCheckResponder
 from bridges.forum.api import ForumApi
 from bridges.forum.auth import TokenVerifier
 from bridges.forum.bridge import ForumBridge
-from bridges.forum.topics import ForumService
 from bridges.media.api import add_media_routes
 from bridges.media.bridge import MediaBridge
 from bridges.media.ipfs_client import IpfsClient
@@ -32,9 +34,15 @@ from commands.mod import ModerationCommands
 from commands.permissions import PermissionChecker
 from commands.router import CommandRouter
 from commands.territory import TerritoryCommands
+from core.background import BackgroundTasks
+from core.events import EventEmitter
+from core.matrix import DirectMessenger, MatrixConnection, MatrixSettings
+from core.ports import ContentStore
 from db.database import Database
 from db.repositories.audit import AuditLog
+from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
 from db.repositories.consumed import ConsumedEventsRepository
+from db.repositories.courses import CourseRepository
 from db.repositories.direct_rooms import DirectRoomRepository
 from db.repositories.forum import ForumRepository
 from db.repositories.gates import GateRepository
@@ -43,17 +51,18 @@ from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
 from db.repositories.transactions import TransactionRepository
 from db.setup import migrate_all
-from db.territory import territory_code
-from registration.generate import load_registration, user_namespace
+from db.territory import TerritoryCode, territory_code
+from registration.generate import load_registration
 from workflows.badge_credentials import BadgeCredentials
 from workflows.badge_events import BadgeNotifier, CourseBadgeAwarder
+from workflows.badges import BadgeService
+from workflows.courses import CourseService
 from workflows.credentials import CredentialIssuer, load_or_create_signing_key
-from workflows.direct_messages import DirectMessenger
 from workflows.expiry import ExpiryScheduler
+from workflows.forum import ForumService
 from workflows.gate import GateMetrics, GateService
-from workflows.wiring import course_workflows
+from workflows.materials import MaterialStore
 
-from .background import BackgroundTasks
 from .badge_api import add_badge_routes
 from .command_events import CommandMessageHandler
 from .config import Config, ConfigError
@@ -61,7 +70,6 @@ from .dispatcher import Dispatcher
 from .gate_api import add_gate_routes
 from .health import HealthChecks
 from .invites import BotInviteHandler
-from .matrix import MatrixConnection
 from .metrics import Metrics
 from .queries import NamespaceQueries
 from .server import add_operational_routes, json_errors
@@ -69,13 +77,133 @@ from .transactions import HomeserverEndpoints
 
 log = logging.getLogger("unityplan.as")
 
+MAX_REQUEST_BYTES = 50 * 1024**2
+
+
+# --- databases --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Databases:
+    """The global database and the territory's (the same pool when they share a server)."""
+
+    global_db: Database
+    territory_db: Database
+
+    @property
+    def distinct(self) -> list[Database]:
+        return list({id(d): d for d in (self.global_db, self.territory_db)}.values())
+
+
+def build_databases(config: Config, *, max_size: int | None = None) -> Databases:
+    db = config.database
+    code = territory_code(config.territory.code)
+    size = max_size or db.pool_max
+    minimum = min(db.pool_min, size)
+    global_db = Database(db.url, name="global", min_size=minimum, max_size=size)
+    territory_db = (
+        Database(db.territory_url, name=f"territory_{code}", min_size=minimum, max_size=size)
+        if db.territory_url and db.territory_url != db.url
+        else global_db
+    )
+    return Databases(global_db, territory_db)
+
+
+@asynccontextmanager
+async def opened_databases(
+    config: Config, *, migrate: bool, max_size: int = 2
+) -> AsyncIterator[Databases]:
+    """For one-shot CLI work: start the pools (and migrate), stop them afterwards."""
+    databases = build_databases(config, max_size=max_size)
+    async with AsyncExitStack() as stack:
+        for database in databases.distinct:
+            await database.start()
+            stack.push_async_callback(database.stop)
+        if migrate:
+            await migrate_all(
+                databases.global_db, databases.territory_db, territory_code(config.territory.code)
+            )
+        yield databases
+
+
+# --- the domain -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CourseServices:
+    definitions: BadgeDefinitionRepository
+    awards: AwardRepository
+    course_repo: CourseRepository
+    media: MediaRepository
+    badges: BadgeService
+    courses: CourseService
+
+
+def build_course_services(
+    config: Config,
+    databases: Databases,
+    *,
+    events: EventEmitter,
+    audit: AuditLog,
+    content: ContentStore | None,
+) -> CourseServices:
+    """Courses and badges over their repositories (the appservice and `unityplan course import`)."""
+    code = territory_code(config.territory.code)
+    prefix = config.commands.prefix
+    tdb = databases.territory_db
+    definitions = BadgeDefinitionRepository(databases.global_db)
+    awards = AwardRepository(tdb, code)
+    course_repo = CourseRepository(tdb, code)
+    media = MediaRepository(tdb, code)
+    badges = BadgeService(
+        db=tdb,
+        definitions=definitions,
+        awards=awards,
+        courses=course_repo,
+        events=events,
+        audit=audit,
+        territory=code,
+        command_prefix=prefix,
+    )
+    courses = CourseService(
+        db=tdb,
+        courses=course_repo,
+        definitions=definitions,
+        badges=badges,
+        events=events,
+        audit=audit,
+        territory=code,
+        command_prefix=prefix,
+        materials=MaterialStore(media, content) if content is not None else None,
+    )
+    return CourseServices(definitions, awards, course_repo, media, badges, courses)
+
+
+def outbox_emitter(databases: Databases, code: TerritoryCode) -> EventPublisher:
+    """Events go into the territory's outbox; the running appservice's relay publishes them."""
+    return EventPublisher(OutboxRepository(databases.territory_db, code), code)
+
+
+def matrix_settings(config: Config, as_token: str) -> MatrixSettings:
+    return MatrixSettings(
+        homeserver_url=config.homeserver.address,
+        bot_user_id=config.bot_user_id,
+        appservice_id=config.appservice.id,
+        as_token=as_token,
+        bot_displayname=config.appservice.bot_displayname or None,
+        verify_ssl=config.homeserver.verify_ssl,
+    )
+
+
+# --- the running platform ---------------------------------------------------------------------
+
 
 class Platform:
     """One territory's appservice: everything the process runs, wired in one place."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.territory = territory_code(config.territory.code)
+        self.territory = code = territory_code(config.territory.code)
         registration_path = config.registration_path
         if not registration_path.is_file():
             raise ConfigError(
@@ -85,62 +213,48 @@ class Platform:
         registration = load_registration(registration_path)
         self.as_token: str = registration["as_token"]
         self.hs_token: str = registration["hs_token"]
+        namespace = config.namespace
+        server_name = config.homeserver.domain
+        prefix = config.commands.prefix
 
         self.metrics = Metrics()
         self.background = BackgroundTasks()
-        db = config.database
-        self.global_db = Database(db.url, name="global", min_size=db.pool_min, max_size=db.pool_max)
-        self.territory_db = (
-            Database(
-                db.territory_url,
-                name=f"territory_{self.territory}",
-                min_size=db.pool_min,
-                max_size=db.pool_max,
-            )
-            if db.territory_url and db.territory_url != db.url
-            else self.global_db
-        )
-        self.nats = NatsClient(config.nats.url, name=f"unityplan-{self.territory}")
+        databases = build_databases(config)
+        self.databases = databases
+        self.global_db, self.territory_db = databases.global_db, databases.territory_db
+        self.nats = NatsClient(config.nats.url, name=f"unityplan-{code}")
         self.ipfs = IpfsClient(config.ipfs.api_url)
-        self.matrix = MatrixConnection(config, self.as_token)
+        self.matrix = MatrixConnection(matrix_settings(config, self.as_token))
 
         self.territories = TerritoryRepository(self.global_db)
-        self.audit = AuditLog(self.global_db, self.territory)
-        self.inbox = TransactionRepository(self.territory_db, self.territory)
-
-        nats = config.nats
+        self.audit = AuditLog(self.global_db, code)
+        self.inbox = TransactionRepository(self.territory_db, code)
+        self.outbox = OutboxRepository(self.territory_db, code)
+        self.consumed = ConsumedEventsRepository(self.territory_db, code)
+        self.events = EventPublisher(self.outbox, code)
         self.event_metrics = EventMetrics(self.metrics.registry)
-        self.outbox = OutboxRepository(self.territory_db, self.territory)
-        self.consumed = ConsumedEventsRepository(self.territory_db, self.territory)
-        self.events = EventPublisher(self.outbox, self.territory)
         self.badge_checks = BadgeCheckClient(self.nats, self.territories)
+        self.messenger = DirectMessenger(self.matrix, DirectRoomRepository(self.territory_db, code))
 
         # Courses and badges.
-        workflows = course_workflows(
-            global_db=self.global_db,
-            territory_db=self.territory_db,
-            territory=self.territory,
-            events=self.events,
-            audit=self.audit,
-            ipfs=self.ipfs,
+        services = build_course_services(
+            config, databases, events=self.events, audit=self.audit, content=self.ipfs
         )
-        self.badge_definitions = workflows.definitions
-        self.awards = workflows.awards
-        self.course_repo = workflows.course_repo
-        self.badges = workflows.badges
-        self.courses = workflows.courses
+        self.badge_definitions = services.definitions
+        self.awards = services.awards
+        self.course_repo = services.course_repo
+        self.media = services.media
+        self.badges = services.badges
+        self.courses = services.courses
         self.credentials = BadgeCredentials(
             CredentialIssuer(
                 load_or_create_signing_key(config.signing_key_path),
                 base_url=config.public_url,
-                territory_code=self.territory,
+                territory_code=code,
                 territory_name=config.territory.name,
             ),
             self.awards,
             self.badge_definitions,
-        )
-        self.messenger = DirectMessenger(
-            self.matrix, DirectRoomRepository(self.territory_db, self.territory)
         )
         self.expiry = ExpiryScheduler(
             db=self.territory_db,
@@ -150,28 +264,10 @@ class Platform:
             messenger=self.messenger,
             reminder_lead_seconds=config.badges.reminder_lead_hours * 3600,
             interval_seconds=config.badges.expiry_check_seconds,
+            command_prefix=prefix,
         )
-
-        self.event_bus = EventBus(
-            nats=self.nats,
-            db=self.territory_db,
-            outbox=self.outbox,
-            consumed=self.consumed,
-            publisher=self.events,
-            metrics=self.event_metrics,
-            responder=BadgeCheckResponder(self.nats, self.territory, self.badges.status),
-            settings=ConsumerSettings(
-                stream=nats.stream, max_deliver=nats.max_deliver, ack_wait=nats.ack_wait_seconds
-            ),
-            duplicate_window=nats.duplicate_window_seconds,
-            max_age=nats.max_age_days * 86400,
-        )
-        self.event_bus.add_consumer(
-            CourseBadgeAwarder(self.badges, config.bot_user_id).spec(self.territory)
-        )
-        self.event_bus.add_consumer(BadgeNotifier(self.messenger).spec(self.territory))
         self.gate = GateService(
-            gates=GateRepository(self.territory_db, self.territory),
+            gates=GateRepository(self.territory_db, code),
             awards=self.awards,
             definitions=self.badge_definitions,
             courses=self.course_repo,
@@ -180,15 +276,24 @@ class Platform:
             messenger=self.messenger,
             audit=self.audit,
             metrics=GateMetrics(self.metrics.registry),
-            server_name=config.homeserver.domain,
-            ghost_prefix=f"@{config.appservice.user_prefix}",
+            namespace=namespace,
+            command_prefix=prefix,
             cache_seconds=config.gate.decision_cache_seconds,
         )
-        self.event_bus.add_consumer(self.gate.consumer(self.territory))
+        self.event_bus = self._event_bus()
 
         # The forum, and its files on IPFS.
-        self.forum = ForumRepository(self.territory_db, self.territory)
-        self.media = MediaRepository(self.territory_db, self.territory)
+        self.forum = ForumRepository(self.territory_db, code)
+        self.forum_service = ForumService(
+            db=self.territory_db,
+            forum=self.forum,
+            matrix=self.matrix,
+            events=self.events,
+            audit=self.audit,
+            namespace=namespace,
+            alias_prefix=config.appservice.alias_prefix,
+            moderators=config.permissions.admins,
+        )
         self.media_bridge = MediaBridge(
             db=self.territory_db,
             media=self.media,
@@ -199,17 +304,6 @@ class Platform:
             matrix=self.matrix,
             max_bytes=config.media.max_bytes,
         )
-        self.forum_service = ForumService(
-            db=self.territory_db,
-            forum=self.forum,
-            matrix=self.matrix,
-            events=self.events,
-            audit=self.audit,
-            server_name=config.homeserver.domain,
-            alias_prefix=config.appservice.alias_prefix,
-            ghost_prefix=f"@{config.appservice.user_prefix}",
-            moderators=config.permissions.admins,
-        )
 
         self.permissions = PermissionChecker(
             admins=config.permissions.admins,
@@ -219,31 +313,17 @@ class Platform:
             power_levels=self._power_levels,
             holds_badge=self.awards.holds,
         )
-        self.router = CommandRouter(config.commands.prefix, self.permissions, self.metrics)
-        self.router.register(HelpCommands(self.router))
-        self.router.register(
-            TerritoryCommands(self.territories, self.territory, config.bot_user_id)
-        )
-        self.router.register(
-            BadgeCommands(
-                self.badges, self.badge_checks, self.credentials, config.homeserver.domain
-            )
-        )
-        self.router.register(CourseCommands(self.courses, self.matrix))
-        self.router.register(GateCommands(self.gate))
-        self.router.register(ForumCommands(self.forum_service, self.permissions))
-        self.router.register(ModerationCommands(self.matrix, self.audit, self.events))
+        self.router = self._router()
 
         self.queries = NamespaceQueries()
         self.queries.add_alias_resolver(self.forum_service.resolve_alias)
         self.dispatcher = Dispatcher(
-            bot_user_id=config.bot_user_id,
-            ghost_pattern=re.compile(user_namespace(config)),
+            namespace=namespace,
             handlers=[
-                BotInviteHandler(self.matrix, config.homeserver.domain, self.messenger),
+                BotInviteHandler(self.matrix, server_name, self.messenger),
                 CommandMessageHandler(self.router, self.matrix),
                 self.gate,
-                ForumBridge(self.forum, self.forum_service, self.events, self.router),
+                ForumBridge(self.forum, self.forum_service, self.events, self.router.is_command),
                 self.media_bridge,
             ],
             inbox=self.inbox,
@@ -254,7 +334,7 @@ class Platform:
         )
         self.endpoints = HomeserverEndpoints(
             hs_token=self.hs_token,
-            homeserver=config.homeserver.domain,
+            homeserver=server_name,
             allow_legacy_token=config.appservice.allow_legacy_access_token,
             inbox=self.inbox,
             dispatcher=self.dispatcher,
@@ -275,23 +355,70 @@ class Platform:
                 "homeserver": self.matrix.check_reachable,
             }
         )
-        self.web_app = web.Application(middlewares=[json_errors], client_max_size=50 * 1024**2)
-        self.endpoints.add_routes(self.web_app)
-        add_operational_routes(self.web_app, self.health, self._ready_state, self.metrics)
-        add_badge_routes(self.web_app, self.credentials)
+        self.web_app = self._web_app()
+
+        self._migrated = False
+        self._homeserver_connected = False
+        self._exit = AsyncExitStack()
+
+    # --- builders -----------------------------------------------------------------------------
+
+    def _event_bus(self) -> EventBus:
+        nats = self.config.nats
+        bus = EventBus(
+            nats=self.nats,
+            db=self.territory_db,
+            outbox=self.outbox,
+            consumed=self.consumed,
+            publisher=self.events,
+            metrics=self.event_metrics,
+            responder=BadgeCheckResponder(self.nats, self.territory, self.badges.status),
+            settings=ConsumerSettings(
+                stream=nats.stream, max_deliver=nats.max_deliver, ack_wait=nats.ack_wait_seconds
+            ),
+            duplicate_window=nats.duplicate_window_seconds,
+            max_age=nats.max_age_days * 86400,
+        )
+        prefix = self.config.commands.prefix
+        bus.add_consumer(
+            CourseBadgeAwarder(self.badges, self.config.bot_user_id).spec(self.territory)
+        )
+        bus.add_consumer(BadgeNotifier(self.messenger, prefix).spec(self.territory))
+        bus.add_consumer(self.gate.consumer(self.territory))
+        return bus
+
+    def _router(self) -> CommandRouter:
+        config = self.config
+        router = CommandRouter(config.commands.prefix, self.permissions, self.metrics)
+        router.register(HelpCommands(router))
+        router.register(TerritoryCommands(self.territories, self.territory, config.bot_user_id))
+        router.register(
+            BadgeCommands(
+                self.badges, self.badge_checks, self.credentials, config.homeserver.domain
+            )
+        )
+        router.register(CourseCommands(self.courses, self.matrix))
+        router.register(GateCommands(self.gate))
+        router.register(ForumCommands(self.forum_service, self.permissions))
+        router.register(ModerationCommands(self.matrix, self.audit, self.events))
+        return router
+
+    def _web_app(self) -> web.Application:
+        config = self.config
+        app = web.Application(middlewares=[json_errors], client_max_size=MAX_REQUEST_BYTES)
+        self.endpoints.add_routes(app)
+        add_operational_routes(app, self.health, self._ready_state, self.metrics)
+        add_badge_routes(app, self.credentials)
         ForumApi(
             self.forum,
             self.forum_service,
             TokenVerifier(config.homeserver.address, config.homeserver.domain),
             self.media,
-        ).add_routes(self.web_app)
-        add_media_routes(self.web_app, self.media, self.ipfs)
+        ).add_routes(app)
+        add_media_routes(app, self.media, self.ipfs)
         if config.gate.module_token:
-            add_gate_routes(self.web_app, self.gate, config.gate.module_token)
-
-        self._migrated = False
-        self._homeserver_connected = False
-        self._exit = AsyncExitStack()
+            add_gate_routes(app, self.gate, config.gate.module_token)
+        return app
 
     async def _power_levels(self, room_id: RoomID) -> Any:
         return await self.matrix.effective_power_levels(room_id)
@@ -303,6 +430,8 @@ class Platform:
             "homeserver_connected": self._homeserver_connected,
         }
 
+    # --- start and stop -----------------------------------------------------------------------
+
     async def start(self) -> None:
         """Start in dependency order; on failure, stop what already started and re-raise."""
         try:
@@ -313,7 +442,7 @@ class Platform:
 
     async def _start(self) -> None:
         config = self.config
-        for database in {id(d): d for d in (self.global_db, self.territory_db)}.values():
+        for database in self.databases.distinct:
             await database.start(wait=config.database.connect_wait_seconds)
             self._exit.push_async_callback(database.stop)
         applied = await migrate_all(self.global_db, self.territory_db, self.territory)

@@ -13,13 +13,10 @@ import json
 
 from aiohttp import web
 
+from core.errors import NotFound, Refused, TooLarge
 from workflows.badge_credentials import BadgeCredentials
 
 MAX_TOKEN_BYTES = 64 * 1024
-
-
-def _error(status: int, errcode: str, message: str) -> web.Response:
-    return web.json_response({"errcode": errcode, "error": message}, status=status)
 
 
 def add_badge_routes(app: web.Application, credentials: BadgeCredentials) -> None:
@@ -28,11 +25,10 @@ def add_badge_routes(app: web.Application, credentials: BadgeCredentials) -> Non
 
     async def credential(request: web.Request) -> web.Response:
         raw = request.match_info["award_id"]
-        if not raw.isdigit():
-            return _error(404, "M_NOT_FOUND", "No such credential")
-        issued = await credentials.issue(int(raw))
+        known = raw.isascii() and raw.isdigit() and len(raw) <= 18
+        issued = await credentials.issue(int(raw)) if known else None
         if issued is None:
-            return _error(404, "M_NOT_FOUND", "No such credential")
+            raise NotFound("No such credential")
         award, document, token = issued
         accept = request.headers.get("Accept", "")
         if "application/jwt" in accept or "application/vc+jwt" in accept:
@@ -47,15 +43,15 @@ def add_badge_routes(app: web.Application, credentials: BadgeCredentials) -> Non
     async def verify(request: web.Request) -> web.Response:
         body = await request.content.read(MAX_TOKEN_BYTES + 1)
         if len(body) > MAX_TOKEN_BYTES:
-            return _error(413, "M_TOO_LARGE", "A credential is much smaller than that")
+            raise TooLarge("A credential is much smaller than that")
         text = body.decode("utf-8", errors="replace").strip()
         if text.startswith("{"):
             try:
                 token = json.loads(text).get("credential")
             except (ValueError, AttributeError):
-                return _error(400, "M_NOT_JSON", "The body is not JSON")
+                raise Refused("The body is not JSON", reason="not_json") from None
             if not isinstance(token, str):
-                return _error(400, "M_BAD_JSON", 'Expected {"credential": "<jwt>"}')
+                raise Refused('Expected {"credential": "<jwt>"}', reason="bad_json")
         else:
             token = text
         result = await credentials.verify(token)

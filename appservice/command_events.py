@@ -14,10 +14,9 @@ from mautrix.types import (
     TextMessageEventContent,
 )
 
-from commands.formatting import html_to_text
 from commands.router import CommandRouter
-
-from .matrix import MatrixConnection
+from core.html import html_to_text
+from core.matrix import MatrixConnection
 
 
 class CommandMessageHandler:

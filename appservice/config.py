@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from core.ids import MXID_PATTERN, Namespace
 from db.territory import TERRITORY_CODE_PATTERN
+from registration.generate import RegistrationSpec
 
 ENV_PREFIX = "UNITYPLAN_"
-MXID_PATTERN = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
 
 
 class ConfigError(Exception):
@@ -169,8 +170,25 @@ class Config(_Section):
         return self
 
     @property
+    def namespace(self) -> Namespace:
+        """The bot and its ghosts on this territory's server (the one namespace test)."""
+        return Namespace(
+            server_name=self.homeserver.domain,
+            user_prefix=self.appservice.user_prefix,
+            bot_localpart=self.appservice.bot_localpart,
+        )
+
+    @property
     def bot_user_id(self) -> str:
-        return f"@{self.appservice.bot_localpart}:{self.homeserver.domain}"
+        return self.namespace.bot_user_id
+
+    def registration_spec(self) -> RegistrationSpec:
+        return RegistrationSpec(
+            id=self.appservice.id,
+            url=self.appservice.address,
+            namespace=self.namespace,
+            alias_prefix=self.appservice.alias_prefix,
+        )
 
     @property
     def registration_path(self) -> Path:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import OrderedDict
 from typing import Protocol
 
 from mautrix.types import Event, StateEvent
 
+from core.ids import Namespace
+from core.matrix import CachedStateStore
+from db.cache import KeyedLocks
 from db.database import Database
 from db.repositories.transactions import InboxEvent, TransactionRepository
 
-from .matrix import CachedStateStore
 from .metrics import Metrics
 
 log = logging.getLogger("unityplan.dispatcher")
@@ -32,8 +33,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        bot_user_id: str,
-        ghost_pattern: re.Pattern[str],
+        namespace: Namespace,
         handlers: list[EventHandler],
         inbox: TransactionRepository,
         db: Database,
@@ -41,18 +41,17 @@ class Dispatcher:
         metrics: Metrics,
         max_concurrent: int,
     ) -> None:
-        self.bot_user_id = bot_user_id
-        self.ghost_pattern = ghost_pattern
+        self.namespace = namespace
         self.handlers = handlers
         self.inbox = inbox
         self.db = db
         self.state_store = state_store
         self.metrics = metrics
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._room_locks: dict[str, asyncio.Lock] = {}
+        self._room_locks: KeyedLocks[str] = KeyedLocks()  # kept only while a room is busy
 
     def is_own(self, sender: str) -> bool:
-        return sender == self.bot_user_id or bool(self.ghost_pattern.fullmatch(sender))
+        return self.namespace.is_own_user(sender)
 
     async def dispatch(self, events: list[InboxEvent]) -> None:
         """Handle events: rooms concurrently, each room's events in order. Returns when all are done."""
@@ -62,8 +61,7 @@ class Dispatcher:
         await asyncio.gather(*(self._run_room(room, items) for room, items in by_room.items()))
 
     async def _run_room(self, room_id: str, items: list[InboxEvent]) -> None:
-        lock = self._room_locks.setdefault(room_id, asyncio.Lock())
-        async with lock:
+        async with self._room_locks.hold(room_id):
             for item in items:
                 async with self._slots:
                     await self._run_one(item)

@@ -11,6 +11,7 @@ import hmac
 
 from aiohttp import web
 
+from core.errors import Forbidden, Refused
 from workflows.gate import GateService
 
 
@@ -20,15 +21,10 @@ def add_gate_routes(app: web.Application, gate: GateService, token: str) -> None
     async def check(request: web.Request) -> web.Response:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not given or not hmac.compare_digest(given.encode(), expected):
-            return web.json_response(
-                {"errcode": "M_FORBIDDEN", "error": "Wrong gate module token"}, status=403
-            )
+            raise Forbidden("Wrong gate module token")
         user_id, room_id = request.query.get("user_id"), request.query.get("room_id")
         if not user_id or not room_id:
-            return web.json_response(
-                {"errcode": "M_MISSING_PARAM", "error": "user_id and room_id are required"},
-                status=400,
-            )
+            raise Refused("user_id and room_id are required", reason="missing_param")
         decision = await gate.decide(user_id, room_id)
         return web.json_response(
             {

@@ -7,9 +7,7 @@ import logging
 from mautrix.errors import MatrixError
 from mautrix.types import Event, EventType, Membership, StateEvent
 
-from workflows.direct_messages import DirectMessenger
-
-from .matrix import MatrixConnection
+from core.matrix import DirectMessenger, MatrixConnection
 
 log = logging.getLogger("unityplan.invites")
 

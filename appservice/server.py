@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from core.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Locked,
+    NotFound,
+    Refused,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+
 from .health import HealthChecks
 from .metrics import Metrics
+
+log = logging.getLogger("unityplan.http")
 
 ReadyState = Callable[[], dict[str, Any]]
 
@@ -36,16 +53,56 @@ def add_operational_routes(
     app.router.add_get("/metrics", get_metrics)
 
 
+# The one table from a domain refusal to HTTP: (status, errcode) by kind, most specific first,
+# and errcodes for the finer reasons some refusals give.
+ERROR_KINDS: tuple[tuple[type[DomainError], int, str], ...] = (
+    (NotFound, 404, "M_NOT_FOUND"),
+    (Unauthenticated, 401, "M_UNAUTHORIZED"),
+    (Forbidden, 403, "M_FORBIDDEN"),
+    (Conflict, 409, "M_CONFLICT"),
+    (Locked, 423, "M_LOCKED"),
+    (TooLarge, 413, "M_TOO_LARGE"),
+    (Unavailable, 503, "M_UNAVAILABLE"),
+    (Refused, 400, "M_INVALID_PARAM"),
+    (DomainError, 400, "M_UNKNOWN"),
+)
+REASON_CODES = {
+    "not_json": "M_NOT_JSON",
+    "bad_json": "M_BAD_JSON",
+    "missing_param": "M_MISSING_PARAM",
+    "missing_token": "M_MISSING_TOKEN",
+    "unknown_token": "M_UNKNOWN_TOKEN",
+}
+HTTP_CODES = {404: "M_NOT_FOUND", 405: "M_UNRECOGNIZED", 413: "M_TOO_LARGE"}
+
+
+def error_status(error: DomainError) -> tuple[int, str]:
+    for kind, status, errcode in ERROR_KINDS:
+        if isinstance(error, kind):
+            return status, REASON_CODES.get(error.reason or "", errcode)
+    raise AssertionError("DomainError is the last row")  # pragma: no cover
+
+
+def error_body(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Errors as {"errcode", "error"} JSON everywhere, never aiohttp's HTML pages."""
+    """Every error as {"errcode", "error"} JSON: domain refusals by the table above, aiohttp's own
+    HTTP errors, and unexpected failures (500, logged with a reference number)."""
     try:
         return await handler(request)
+    except DomainError as exc:
+        status, errcode = error_status(exc)
+        return error_body(status, errcode, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
-        codes = {404: "M_NOT_FOUND", 405: "M_UNRECOGNIZED", 413: "M_TOO_LARGE"}
-        return web.json_response(
-            {"errcode": codes.get(exc.status, "M_UNKNOWN"), "error": exc.reason},
-            status=exc.status,
-        )
+        return error_body(exc.status, HTTP_CODES.get(exc.status, "M_UNKNOWN"), exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        ref = secrets.token_hex(3).upper()
+        log.exception("%s %s failed (ref %s)", request.method, request.path, ref)
+        return error_body(500, "M_UNKNOWN", f"Something went wrong (ref: {ref}).")

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from core.errors import Forbidden, NotFound, Refused, Unauthenticated
 from db.repositories.transactions import TransactionRepository, transaction_digest
 
 from .dispatcher import Dispatcher
@@ -29,10 +30,6 @@ QueryHandler = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 PREFIX = "/_matrix/app/v1"
 MAX_BODY_BYTES = 50 * 1024 * 1024
-
-
-def matrix_error(status: int, errcode: str, message: str) -> web.Response:
-    return web.json_response({"errcode": errcode, "error": message}, status=status)
 
 
 def _valid_event(event: Any) -> bool:
@@ -74,7 +71,8 @@ class HomeserverEndpoints:
         app.router.add_get(PREFIX + "/rooms/{alias}", self.get_alias)
         app.router.add_post(PREFIX + "/ping", self.post_ping)
 
-    def _auth_error(self, request: web.Request) -> web.Response | None:
+    def _authenticate(self, request: web.Request) -> None:
+        """Raises unless the request carries our hs_token (compared in constant time)."""
         header = request.headers.get("Authorization", "")
         token: str | None = None
         if header.startswith("Bearer "):
@@ -82,26 +80,26 @@ class HomeserverEndpoints:
         elif self.allow_legacy_token and "access_token" in request.query:
             token = request.query["access_token"]
         if not token:
-            return matrix_error(401, "M_UNAUTHORIZED", "Missing the homeserver token")
+            raise Unauthenticated("Missing the homeserver token")
         if not hmac.compare_digest(token.encode(), self._hs_token):
-            return matrix_error(403, "M_FORBIDDEN", "Wrong homeserver token")
-        return None
+            raise Forbidden("Wrong homeserver token")
 
     async def put_transaction(self, request: web.Request) -> web.Response:
         started = time.monotonic()
-        error = self._auth_error(request)
-        if error is not None:
-            result = "unauthorized" if error.status == 401 else "forbidden"
+        try:
+            self._authenticate(request)
+        except (Unauthenticated, Forbidden) as exc:
+            result = "unauthorized" if isinstance(exc, Unauthenticated) else "forbidden"
             self.metrics.transactions.labels(result).inc()
-            return error
+            raise
         try:
             body = json.loads(await request.read())
         except (json.JSONDecodeError, UnicodeDecodeError):
             self.metrics.transactions.labels("bad_request").inc()
-            return matrix_error(400, "M_NOT_JSON", "The transaction body is not JSON")
+            raise Refused("The transaction body is not JSON", reason="not_json") from None
         if not isinstance(body, dict) or not isinstance(body.get("events", []), list):
             self.metrics.transactions.labels("bad_request").inc()
-            return matrix_error(400, "M_BAD_JSON", "Expected an object with an 'events' list")
+            raise Refused("Expected an object with an 'events' list", reason="bad_json")
         raw_events = body.get("events", [])
         events = [e for e in raw_events if _valid_event(e)]
         if len(events) != len(raw_events):
@@ -157,25 +155,16 @@ class HomeserverEndpoints:
         return await self._query(request, self.query_alias, request.match_info["alias"])
 
     async def _query(self, request: web.Request, handler: QueryHandler, key: str) -> web.Response:
-        error = self._auth_error(request)
-        if error is not None:
-            return error
-        try:
-            found = await handler(key)
-        except Exception:
-            log.exception("Query for %s failed", key)
-            return matrix_error(500, "M_UNKNOWN", "The appservice could not answer the query")
-        if not found:
-            return matrix_error(404, "M_NOT_FOUND", f"{key} is not known to this appservice")
+        self._authenticate(request)
+        if not await handler(key):
+            raise NotFound(f"{key} is not known to this appservice")
         return web.json_response({})
 
     async def post_ping(self, request: web.Request) -> web.Response:
-        error = self._auth_error(request)
-        if error is not None:
-            return error
+        self._authenticate(request)
         try:
             body = await request.json()
         except json.JSONDecodeError:
-            return matrix_error(400, "M_NOT_JSON", "The ping body is not JSON")
+            raise Refused("The ping body is not JSON", reason="not_json") from None
         log.info("Ping from the homeserver (transaction_id %s)", body.get("transaction_id"))
         return web.json_response({})

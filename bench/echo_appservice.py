@@ -20,7 +20,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from appservice.background import BackgroundTasks
+from core.background import BackgroundTasks
 from registration.generate import dump_registration
 
 log = logging.getLogger("unityplan.bench.echo")

@@ -21,7 +21,7 @@ import nats
 
 from appservice.app import Platform
 from appservice.stack.local import LocalStack, StackOptions
-from bridges.events.envelope import EventEnvelope
+from core.events import EventEnvelope
 
 from .report import table
 from .stats import Ratio, Summary

@@ -6,13 +6,13 @@ from datetime import date, datetime
 
 from mautrix.types import UserID
 
-from bridges.events.requests import BadgeCheckClient, BadgeCheckError
+from core.errors import Refused, Unavailable
+from core.html import code, escape
+from core.ports import BadgeChecker, BadgeCheckError
 from workflows.badge_credentials import BadgeCredentials
 from workflows.badges import BadgeService
 
 from .decorators import argument, command, option, requires
-from .errors import CommandError
-from .formatting import code, escape
 from .parsers import iso_date, positive_days, slug, slug_list, user_id
 from .permissions import Permission
 from .router import CommandContext
@@ -26,7 +26,7 @@ class BadgeCommands:
     def __init__(
         self,
         badges: BadgeService,
-        checks: BadgeCheckClient,
+        checks: BadgeChecker,
         credentials: BadgeCredentials,
         server_name: str,
     ) -> None:
@@ -43,7 +43,9 @@ class BadgeCommands:
         who = "You hold" if holder == ctx.sender else f"{escape(holder)} holds"
         if not awards:
             none = "You hold" if holder == ctx.sender else f"{escape(holder)} holds"
-            await ctx.reply(f"{none} no badges yet. Send {code('!course list')} to earn some.")
+            await ctx.reply(
+                f"{none} no badges yet. Send {code(ctx.prefix + 'course list')} to earn some."
+            )
             return
         items = []
         for award in awards:
@@ -79,7 +81,8 @@ class BadgeCommands:
             details.append(
                 "<li>earned by completing: "
                 + ", ".join(
-                    f"{escape(c.title)} ({code('!course enroll ' + c.slug)})" for c in courses
+                    f"{escape(c.title)} ({code(ctx.prefix + 'course enroll ' + c.slug)})"
+                    for c in courses
                 )
                 + "</li>"
             )
@@ -151,10 +154,10 @@ class BadgeCommands:
         try:
             status = await self.checks.check(user, badge)
         except BadgeCheckError as exc:
-            raise CommandError(f"Cannot verify {badge} for {user}: {exc}.") from exc
+            raise Unavailable(f"Cannot verify {badge} for {user}: {exc}.") from exc
         where = " (answered by their territory)"
         if status.error:
-            raise CommandError(f"Cannot verify {badge} for {user}: {status.error}.")
+            raise Refused(f"Cannot verify {badge} for {user}: {status.error}.")
         if status.valid:
             await ctx.reply(
                 f"✅ {escape(user)} holds {code(badge)}, {_until(status.expires_at)}{where}."

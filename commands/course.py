@@ -5,14 +5,13 @@ from __future__ import annotations
 from mautrix.errors import MatrixError
 from mautrix.types import ContentURI, EventID, MediaMessageEventContent, MessageType, RoomID
 
-from appservice.matrix import MatrixConnection
-from bridges.forum.sanitize import markdown_to_html
+from core.errors import Refused, TooLarge, Unavailable
+from core.html import code, escape, markdown_to_html
+from core.matrix import MatrixConnection
 from workflows.course_file import CourseFileError, parse_course_file
 from workflows.courses import CourseService, Finished, LessonStep, QuestionStep
 
 from .decorators import argument, command, requires
-from .errors import CommandError
-from .formatting import code, escape
 from .parsers import choice_number, slug
 from .permissions import Permission
 from .router import CommandContext
@@ -33,7 +32,9 @@ class CourseCommands:
     async def list(self, ctx: CommandContext) -> None:
         courses = await self.courses.courses.list_latest()
         if not courses:
-            await ctx.reply("No courses yet. A course admin imports them with !course import.")
+            await ctx.reply(
+                f"No courses yet. A course admin imports them with {ctx.prefix}course import."
+            )
             return
         items = []
         for course in courses:
@@ -48,7 +49,7 @@ class CourseCommands:
             )
         await ctx.reply(
             f"<strong>Courses</strong><ul>{''.join(items)}</ul>"
-            f"Send {code('!course enroll <course>')} to start one."
+            f"Send {code(ctx.prefix + 'course enroll <course>')} to start one."
         )
 
     @command("course info", help="What a course covers, what it requires and what it earns")
@@ -72,7 +73,7 @@ class CourseCommands:
         await ctx.reply(
             f"You are enrolled in <strong>{escape(found.title)}</strong>{again_text}: "
             f"{found.lesson_count} lessons, then {found.question_count} questions. "
-            f"Send {code('!course next ' + course)} to begin."
+            f"Send {code(ctx.prefix + 'course next ' + course)} to begin."
         )
 
     @command("course next", help="The next lesson or quiz question of a course")
@@ -90,7 +91,7 @@ class CourseCommands:
             await ctx.reply(
                 f"<h3>Lesson {lesson.position}/{total}: {escape(lesson.title)}</h3>"
                 f"{markdown_to_html(lesson.body)}{materials}"
-                f"<p>Send {code('!course next ' + course)} for the next {following}.</p>"
+                f"<p>Send {code(ctx.prefix + 'course next ' + course)} for the next {following}.</p>"
             )
             store = self.courses.materials
             if store is not None:
@@ -103,7 +104,7 @@ class CourseCommands:
             await ctx.reply(
                 f"<strong>Question {question.position}/{total}</strong>{again}, attempt "
                 f"{step.attempt}: {escape(question.question)}<ol>{choices}</ol>"
-                f"Answer with {code(f'!course answer {course} <number>')}."
+                f"Answer with {code(f'{ctx.prefix}course answer {course} <number>')}."
             )
         else:
             assert isinstance(step, Finished)
@@ -127,7 +128,7 @@ class CourseCommands:
         )
         if not outcome.attempt_finished:
             await ctx.reply(
-                f"{verdict} Send {code('!course next ' + course)} for the next question."
+                f"{verdict} Send {code(ctx.prefix + 'course next ' + course)} for the next question."
             )
             return
         assert outcome.score is not None
@@ -140,7 +141,7 @@ class CourseCommands:
         else:
             await ctx.reply(
                 f"{verdict} You scored {_percent(outcome.score)}, below the pass mark of "
-                f"{_percent(outcome.course.pass_mark)}. Send {code('!course next ' + course)} "
+                f"{_percent(outcome.course.pass_mark)}. Send {code(ctx.prefix + 'course next ' + course)} "
                 "to start a new attempt."
             )
 
@@ -149,7 +150,9 @@ class CourseCommands:
     async def progress(self, ctx: CommandContext, course: str | None) -> None:
         entries = await self.courses.progress(ctx.sender, course)
         if not entries:
-            await ctx.reply(f"You are not enrolled in any course. Send {code('!course list')}.")
+            await ctx.reply(
+                f"You are not enrolled in any course. Send {code(ctx.prefix + 'course list')}."
+            )
             return
         items = []
         for entry in entries:
@@ -176,14 +179,15 @@ class CourseCommands:
     @requires(Permission.COURSE_ADMIN)
     async def import_(self, ctx: CommandContext) -> None:
         if ctx.reply_to is None:
-            raise CommandError(
-                "Upload the course YAML file to this room, then reply to it with !course import."
+            raise Refused(
+                "Upload the course YAML file to this room, then reply to it with "
+                f"{ctx.prefix}course import."
             )
         data, name = await self._download(ctx.room_id, ctx.reply_to)
         try:
             spec = parse_course_file(data)
         except CourseFileError as exc:
-            raise CommandError(f"{name} is not a valid course: {exc}.") from exc
+            raise Refused(f"{name} is not a valid course: {exc}.") from exc
         outcome = await self.courses.import_course(
             spec, actor=ctx.sender, source=f"matrix:{ctx.room_id}/{ctx.reply_to}"
         )
@@ -197,19 +201,19 @@ class CourseCommands:
         try:
             event = await self.matrix.bot.get_event(room_id, event_id)
         except MatrixError as exc:
-            raise CommandError("I cannot read the message you replied to.") from exc
+            raise Refused("I cannot read the message you replied to.") from exc
         content = event.content
         if not (
             isinstance(content, MediaMessageEventContent)
             and content.msgtype == MessageType.FILE
             and content.url
         ):
-            raise CommandError("Reply to an uploaded course file (a .yaml file), not to a message.")
+            raise Refused("Reply to an uploaded course file (a .yaml file), not to a message.")
         size = content.info.size if content.info and content.info.size else 0
         if size > MAX_COURSE_FILE:
-            raise CommandError("That file is larger than 1 MB; a course file is much smaller.")
+            raise TooLarge("That file is larger than 1 MB; a course file is much smaller.")
         try:
             data = await self.matrix.bot.download_media(ContentURI(content.url))
         except MatrixError as exc:
-            raise CommandError("I could not download that file from the homeserver.") from exc
+            raise Unavailable("I could not download that file from the homeserver.") from exc
         return data, str(content.body or "the file")

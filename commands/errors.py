@@ -1,15 +1,14 @@
-"""Expected failures of a command, each carrying the sentence the user sees."""
+"""The two refusals that belong to chat commands themselves; everything else the handlers raise is
+a ``core.errors.DomainError`` of the domain, replied with its sentence by the router."""
 
 from __future__ import annotations
 
-
-class CommandError(Exception):
-    """An expected failure; ``str(error)`` is shown to the user as it is (HTML-escaped)."""
+from core.errors import Forbidden, Refused
 
 
-class UsageError(CommandError):
+class UsageError(Refused):
     """Arguments missing or malformed: the router answers with the usage line."""
 
 
-class PermissionDenied(CommandError):
+class PermissionDenied(Forbidden):
     """The sender lacks a permission or badge; the message names what is missing."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from mautrix.types import RoomID
 
-from bridges.forum.topics import ForumError, ForumService
+from core.errors import NotFound
+from core.html import code, escape
 from db.repositories.forum import Topic
+from workflows.forum import ForumService
 
 from .decorators import argument, command, requires
 from .errors import PermissionDenied
-from .formatting import code, escape
 from .permissions import Permission, PermissionChecker
 from .router import CommandContext
 
@@ -33,7 +34,9 @@ class ForumCommands:
     async def list(self, ctx: CommandContext) -> None:
         topics = await self.service.forum.topics(20, None)
         if not topics:
-            await ctx.reply(f"No topics yet. Start one with {code('!forum new <title>')}.")
+            await ctx.reply(
+                f"No topics yet. Start one with {code(ctx.prefix + 'forum new <title>')}."
+            )
             return
         items = "".join(
             f"<li><strong>{escape(t.title)}</strong> — {code(self.service.alias_of(t))}"
@@ -69,7 +72,7 @@ class ForumCommands:
     async def _topic(self, room_id: str) -> Topic:
         topic = await self.service.forum.topic_by_room(room_id)
         if topic is None:
-            raise ForumError("This room is not a forum topic.")
+            raise NotFound("This room is not a forum topic.")
         return topic
 
     async def _topic_by_alias(self, alias: str) -> Topic:
@@ -77,5 +80,5 @@ class ForumCommands:
         slug = alias.removeprefix(prefix).split(":", 1)[0]
         topic = await self.service.forum.topic_by_slug(slug) if alias.startswith(prefix) else None
         if topic is None:
-            raise ForumError(f"{alias} is not a forum topic.")
+            raise NotFound(f"{alias} is not a forum topic.")
         return topic

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from mautrix.types import RoomID
 
+from core.html import code, escape
 from db.repositories.gates import Mode
 from workflows.gate import GateService
 
 from .decorators import argument, command, option, requires
-from .formatting import code, escape
 from .parsers import slug, slug_list
 from .permissions import Permission
 from .router import CommandContext

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from itertools import groupby
 
+from core.html import code, escape
+
 from .decorators import argument, command
-from .formatting import code, escape
 from .router import CommandContext, CommandRouter
 
 

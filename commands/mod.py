@@ -5,13 +5,13 @@ from __future__ import annotations
 from mautrix.errors import MatrixError
 from mautrix.types import RoomID, UserID
 
-from appservice.matrix import MatrixConnection
-from bridges.events.publisher import EventPublisher
+from core.errors import Refused
+from core.events import EventEmitter
+from core.html import code, escape
+from core.matrix import MatrixConnection
 from db.repositories.audit import AuditLog
 
 from .decorators import argument, command, requires
-from .errors import CommandError
-from .formatting import code, escape
 from .parsers import user_id
 from .permissions import Permission
 from .router import CommandContext
@@ -24,7 +24,7 @@ def _count(value: str) -> int:
 
 
 class ModerationCommands:
-    def __init__(self, matrix: MatrixConnection, audit: AuditLog, events: EventPublisher) -> None:
+    def __init__(self, matrix: MatrixConnection, audit: AuditLog, events: EventEmitter) -> None:
         self.matrix = matrix
         self.audit = audit
         self.events = events
@@ -42,7 +42,7 @@ class ModerationCommands:
             else:
                 await bot.unban_user(room, user, reason=why)
         except MatrixError as exc:
-            raise CommandError(f"I could not {action} {user}: {exc}") from exc
+            raise Refused(f"I could not {action} {user}: {exc}") from exc
         await self.audit.record(
             ctx.sender,
             f"moderation.{action}",

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 
 from mautrix.types import UserID
 
-from appservice.config import MXID_PATTERN
-
-SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+from core.ids import MXID_PATTERN, SLUG_PATTERN
 
 
 def user_id(value: str) -> UserID:

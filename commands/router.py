@@ -19,9 +19,11 @@ from typing import Any
 
 from mautrix.types import EventID, RoomID, UserID
 
+from core.errors import DomainError, Forbidden
+from core.html import code, escape
+
 from .decorators import CommandSpec, spec_of
-from .errors import CommandError, PermissionDenied, UsageError
-from .formatting import code, escape
+from .errors import UsageError
 from .permissions import Permission, PermissionChecker
 
 log = logging.getLogger("unityplan.commands")
@@ -35,7 +37,7 @@ class Outcome(enum.Enum):
     OK = "ok"
     USAGE = "usage"
     DENIED = "denied"
-    REFUSED = "refused"  # a CommandError raised by the handler
+    REFUSED = "refused"  # a DomainError raised by the handler
     ERROR = "error"
 
 
@@ -193,10 +195,10 @@ class CommandRouter:
         except UsageError as exc:
             await ctx.reply(_usage(spec, self.prefix, str(exc)))
             return Outcome.USAGE
-        except PermissionDenied as exc:
+        except Forbidden as exc:
             await ctx.reply(escape(str(exc)))
             return Outcome.DENIED
-        except CommandError as exc:
+        except DomainError as exc:
             await ctx.reply(escape(str(exc)))
             return Outcome.REFUSED
         return Outcome.OK
@@ -252,7 +254,7 @@ def parse_arguments(spec: CommandSpec, text: str) -> dict[str, Any]:
 def _convert(parser: Callable[[str], Any], raw: str, label: str) -> Any:
     try:
         return parser(raw)
-    except (ValueError, CommandError) as exc:
+    except (ValueError, DomainError) as exc:
         detail = str(exc) or "invalid value"
         raise UsageError(f"{label}: {detail}") from exc
 

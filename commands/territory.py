@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from core.errors import NotFound
+from core.html import code, escape
 from db.repositories.territories import TerritoryRepository
 from db.territory import TerritoryCode
 
 from .decorators import command
-from .errors import CommandError
-from .formatting import code, escape
 from .router import CommandContext
 
 
@@ -23,7 +23,7 @@ class TerritoryCommands:
     async def info(self, ctx: CommandContext) -> None:
         territory = await self.territories.get(self.code)
         if territory is None:
-            raise CommandError(f"Territory {self.code} is not in the registry yet.")
+            raise NotFound(f"Territory {self.code} is not in the registry yet.")
         cross = "yes" if territory.settings.get("allow_cross_border") else "no"
         residency = territory.settings.get("data_residency") or "not set"
         await ctx.reply(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -41,6 +41,9 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._current: ContextVar[asyncpg.Connection | None] = ContextVar(
             f"unityplan_db_{name}_{id(self)}", default=None
+        )
+        self._after: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+            f"unityplan_db_after_{name}_{id(self)}", default=None
         )
 
     async def start(self, *, wait: float = 0.0) -> None:
@@ -103,12 +106,28 @@ class Database:
         if current is not None:
             yield current
             return
-        async with self.pool.acquire() as conn, conn.transaction():
-            token = self._current.set(conn)
-            try:
-                yield conn
-            finally:
-                self._current.reset(token)
+        callbacks: list[Callable[[], None]] = []
+        after = self._after.set(callbacks)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                token = self._current.set(conn)
+                try:
+                    yield conn
+                finally:
+                    self._current.reset(token)
+        finally:
+            self._after.reset(after)
+            # Cache invalidations: safe after a rollback too, needed after a commit.
+            for callback in callbacks:
+                callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the enclosing transaction has ended (at once outside one)."""
+        pending = self._after.get()
+        if pending is None:
+            callback()
+        else:
+            pending.append(callback)
 
     async def execute(self, query: str, *args: Any) -> str:
         async with self.acquire() as conn:

@@ -5,46 +5,58 @@ from __future__ import annotations
 import io
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 
-from appservice.config import Config
+from core.ids import Namespace
 
 
-def user_namespace(config: Config) -> str:
-    return f"@{re.escape(config.appservice.user_prefix)}.*:{re.escape(config.homeserver.domain)}"
+@dataclass(frozen=True)
+class RegistrationSpec:
+    """What the registration says, from the territory's config (``Config.registration_spec()``)."""
+
+    id: str
+    url: str
+    namespace: Namespace
+    alias_prefix: str
 
 
-def alias_namespace(config: Config) -> str:
+def user_namespace(spec: RegistrationSpec) -> str:
+    return spec.namespace.user_regex
+
+
+def alias_namespace(spec: RegistrationSpec) -> str:
     """Forum topic rooms: #forum_<slug>:server."""
-    return f"#{re.escape(config.appservice.alias_prefix)}.*:{re.escape(config.homeserver.domain)}"
+    return f"#{re.escape(spec.alias_prefix)}.*:{re.escape(spec.namespace.server_name)}"
 
 
-def managed_alias_namespace(config: Config) -> str:
+def managed_alias_namespace(spec: RegistrationSpec) -> str:
     """Other rooms the platform manages (e.g. gated rooms it creates): #unity_<name>:server."""
-    return f"#{re.escape(config.appservice.user_prefix)}.*:{re.escape(config.homeserver.domain)}"
+    ns = spec.namespace
+    return f"#{re.escape(ns.user_prefix)}.*:{re.escape(ns.server_name)}"
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(48)
 
 
-def build_registration(config: Config, as_token: str, hs_token: str) -> dict[str, Any]:
+def build_registration(spec: RegistrationSpec, as_token: str, hs_token: str) -> dict[str, Any]:
     return {
-        "id": config.appservice.id,
-        "url": config.appservice.address,
+        "id": spec.id,
+        "url": spec.url,
         "as_token": as_token,
         "hs_token": hs_token,
-        "sender_localpart": config.appservice.bot_localpart,
+        "sender_localpart": spec.namespace.bot_localpart,
         "rate_limited": False,
         "receive_ephemeral": True,
         "namespaces": {
-            "users": [{"regex": user_namespace(config), "exclusive": True}],
+            "users": [{"regex": user_namespace(spec), "exclusive": True}],
             "aliases": [
-                {"regex": alias_namespace(config), "exclusive": True},
-                {"regex": managed_alias_namespace(config), "exclusive": True},
+                {"regex": alias_namespace(spec), "exclusive": True},
+                {"regex": managed_alias_namespace(spec), "exclusive": True},
             ],
             "rooms": [],
         },
@@ -66,14 +78,14 @@ def dump_registration(registration: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def generate(config: Config, output: Path, *, rotate: bool = False) -> dict[str, Any]:
+def generate(spec: RegistrationSpec, output: Path, *, rotate: bool = False) -> dict[str, Any]:
     """Write the registration to ``output``; existing tokens are kept unless ``rotate``."""
     as_token, hs_token = new_token(), new_token()
     if output.exists() and not rotate:
         existing = load_registration(output)
         as_token = existing.get("as_token") or as_token
         hs_token = existing.get("hs_token") or hs_token
-    registration = build_registration(config, as_token, hs_token)
+    registration = build_registration(spec, as_token, hs_token)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(dump_registration(registration), "utf-8")

@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from appservice.config import Config
-
-from .generate import build_registration, load_registration
+from .generate import RegistrationSpec, build_registration, load_registration
 
 
-def differences(config: Config, path: Path) -> list[str]:
+def differences(spec: RegistrationSpec, path: Path) -> list[str]:
     """Sentences describing every way the registration differs from the config; [] if it agrees."""
     if not path.is_file():
         return [f"{path} does not exist; run `unityplan registration generate`."]
@@ -26,7 +24,7 @@ def differences(config: Config, path: Path) -> list[str]:
     if actual.get("as_token") and actual.get("as_token") == actual.get("hs_token"):
         problems.append("as_token and hs_token are the same; they must differ.")
     expected = build_registration(
-        config, str(actual.get("as_token", "")), str(actual.get("hs_token", ""))
+        spec, str(actual.get("as_token", "")), str(actual.get("hs_token", ""))
     )
     for key, want in expected.items():
         have = actual.get(key)

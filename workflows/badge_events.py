@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-from bridges.events.consumers import ConsumerSpec
-from bridges.events.envelope import EventEnvelope, event_subject
-from commands.formatting import code, escape
+from core.events import ConsumerSpec, EventEnvelope, event_subject
+from core.html import code, escape
+from core.matrix import DirectMessenger
 
 from .badges import BadgeService
-from .direct_messages import DirectMessenger
 
 
 class CourseBadgeAwarder:
@@ -41,8 +40,9 @@ class CourseBadgeAwarder:
 class BadgeNotifier:
     TYPES = ("badge.awarded", "badge.renewed", "badge.revoked", "badge.expired")
 
-    def __init__(self, messenger: DirectMessenger) -> None:
+    def __init__(self, messenger: DirectMessenger, command_prefix: str) -> None:
         self.messenger = messenger
+        self.prefix = command_prefix
 
     def spec(self, territory: str) -> ConsumerSpec:
         return ConsumerSpec(
@@ -69,7 +69,8 @@ class BadgeNotifier:
             text = f"Your badge {badge} was revoked.{reason}"
         else:
             text = (
-                f"Your badge {badge} has expired. Send <code>!badge renew {escape(data['badge'])}"
+                f"Your badge {badge} has expired. Send <code>{escape(self.prefix)}badge renew "
+                f"{escape(data['badge'])}"
                 "</code> to see how to renew it."
             )
         await self.messenger.send(data["user_id"], text)

@@ -1,7 +1,7 @@
 """Badges: define, award, revoke, renew, check. Every change is audited and emits its event.
 
 Each operation runs in one territory-database transaction with its outbox event, so the award and
-``badge.awarded`` commit together. Sentences in ``BadgeError`` are shown to users as they are.
+``badge.awarded`` commit together. Sentences of the ``DomainError``s raised here are shown to users as they are.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from bridges.events.publisher import EventPublisher
-from bridges.events.requests import BadgeStatus
-from commands.errors import CommandError
+from core.errors import Forbidden, NotFound, Refused
+from core.events import EventEmitter
+from core.ports import BadgeStatus
 from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.badges import (
@@ -25,10 +25,6 @@ from db.repositories.courses import CourseRepository
 from db.territory import TerritoryCode
 
 log = logging.getLogger("unityplan.badges")
-
-
-class BadgeError(CommandError):
-    """An expected refusal, phrased for the user."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +45,12 @@ class BadgeService:
         definitions: BadgeDefinitionRepository,
         awards: AwardRepository,
         courses: CourseRepository,
-        events: EventPublisher,
+        events: EventEmitter,
         audit: AuditLog,
         territory: TerritoryCode,
+        command_prefix: str,
     ) -> None:
+        self.prefix = command_prefix  # sentences that name a command use the configured prefix
         self.db = db
         self.definitions = definitions
         self.awards = awards
@@ -64,7 +62,9 @@ class BadgeService:
     async def definition(self, slug: str) -> BadgeDefinition:
         badge = await self.definitions.get(slug)
         if badge is None:
-            raise BadgeError(f"There is no badge {slug!r}. Send !badge list to see yours.")
+            raise NotFound(
+                f"There is no badge {slug!r}. Send {self.prefix}badge list to see yours."
+            )
         return badge
 
     async def define(
@@ -79,9 +79,9 @@ class BadgeService:
     ) -> bool:
         for required in requires:
             if required == slug:
-                raise BadgeError("A badge cannot require itself.")
+                raise Refused("A badge cannot require itself.")
             if await self.definitions.get(required) is None:
-                raise BadgeError(f"The required badge {required!r} does not exist.")
+                raise NotFound(f"The required badge {required!r} does not exist.")
         created = await self.definitions.define(
             BadgeDefinition(
                 slug=slug,
@@ -118,15 +118,13 @@ class BadgeService:
         badge = await self.definition(slug)
         missing = await self.missing_prerequisites(user_id, badge.prerequisites)
         if missing:
-            raise BadgeError(
-                f"{user_id} cannot get {slug!r} yet: it requires {', '.join(missing)}."
-            )
+            raise Forbidden(f"{user_id} cannot get {slug!r} yet: it requires {', '.join(missing)}.")
         now = datetime.now(UTC)
         expires_at: datetime | None
         if expires is not None:
             expires_at = end_of_day(expires)
             if expires_at <= now:
-                raise BadgeError("The expiry date is in the past.")
+                raise Refused("The expiry date is in the past.")
         elif badge.valid_days is not None:
             expires_at = now + timedelta(days=badge.valid_days)
         else:
@@ -177,7 +175,7 @@ class BadgeService:
         async with self.db.transaction():
             current = await self.awards.current(user_id, slug)
             if current is None or not current.is_current(datetime.now(UTC)):
-                raise BadgeError(f"{user_id} does not hold {slug!r}.")
+                raise NotFound(f"{user_id} does not hold {slug!r}.")
             award = await self.awards.revoke(current.id, by, reason)
             await self.events.emit(
                 "badge.revoked",
@@ -194,7 +192,7 @@ class BadgeService:
         return award
 
     async def renew_by_holder(self, user_id: str, slug: str) -> AwardOutcome:
-        """`!badge renew`: the holder renews when the badge's rule is met.
+        """`badge renew`: the holder renews when the badge's rule is met.
 
         The rule: a badge that courses award is renewed by completing one of those courses again
         after the badge was last awarded or renewed; other badges are renewed by an issuer.
@@ -202,22 +200,22 @@ class BadgeService:
         badge = await self.definition(slug)
         current = await self.awards.current(user_id, slug)
         if current is None:
-            raise BadgeError(f"You do not hold {slug!r}; there is nothing to renew.")
+            raise NotFound(f"You do not hold {slug!r}; there is nothing to renew.")
         if current.expires_at is None:
-            raise BadgeError(f"Your {slug!r} badge does not expire.")
+            raise Refused(f"Your {slug!r} badge does not expire.")
         courses = await self.courses.awarding(slug)
         if not courses:
-            raise BadgeError(
+            raise Refused(
                 f"{badge.name} is renewed by a badge issuer: ask one to send "
-                f"!badge award {user_id} {slug}."
+                f"{self.prefix}badge award {user_id} {slug}."
             )
         since = current.renewed_at or current.awarded_at
         for course in courses:
             enrollment = await self.courses.latest_enrollment(user_id, course.slug)
             if enrollment and enrollment.completed_at and enrollment.completed_at > since:
                 return await self.award(user_id, slug, by=user_id, source=f"course:{course.slug}")
-        names = " or ".join(f"!course enroll {c.slug}" for c in courses)
-        raise BadgeError(
+        names = " or ".join(f"{self.prefix}course enroll {c.slug}" for c in courses)
+        raise Refused(
             f"To renew {badge.name}, complete its course again ({names}); "
             "the badge is renewed when you pass."
         )

@@ -26,11 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from core.errors import Refused
+
 SLUG = r"^[a-z0-9][a-z0-9-]*$"
 MAX_FILE_BYTES = 1024 * 1024
 
 
-class CourseFileError(ValueError):
+class CourseFileError(Refused):
     """The file is not a valid course definition; the message says where and why."""
 
 

@@ -13,21 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridges.events.publisher import EventPublisher
-from commands.errors import CommandError
+from core.errors import Conflict, Forbidden, NotFound, Refused, Unavailable
+from core.events import EventEmitter
 from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.badges import BadgeDefinition, BadgeDefinitionRepository
 from db.repositories.courses import Course, CourseRepository, Enrollment, Lesson, Question
+from db.repositories.media import Material
 from db.territory import TerritoryCode
 
 from .badges import BadgeService
 from .course_file import CourseFile
-from .materials import Material, MaterialStore
-
-
-class CourseError(CommandError):
-    """An expected refusal, phrased for the user."""
+from .materials import MaterialStore
 
 
 @dataclass(frozen=True)
@@ -84,11 +81,13 @@ class CourseService:
         courses: CourseRepository,
         definitions: BadgeDefinitionRepository,
         badges: BadgeService,
-        events: EventPublisher,
+        events: EventEmitter,
         audit: AuditLog,
         territory: TerritoryCode,
+        command_prefix: str,
         materials: MaterialStore | None = None,
     ) -> None:
+        self.prefix = command_prefix  # sentences that name a command use the configured prefix
         self.materials = materials
         self.db = db
         self.courses = courses
@@ -105,18 +104,18 @@ class CourseService:
         IPFS first, encrypted when the course is badge-gated (has prerequisites)."""
         latest = await self.courses.latest_version(spec.slug)
         if latest is not None and spec.version <= latest:
-            raise CourseError(
+            raise Conflict(
                 f"{spec.slug} version {spec.version} cannot be imported: version {latest} exists; "
                 "raise `version` in the file."
             )
         for prerequisite in spec.prerequisites:
             if await self.definitions.get(prerequisite) is None:
-                raise CourseError(f"The prerequisite badge {prerequisite!r} does not exist.")
+                raise NotFound(f"The prerequisite badge {prerequisite!r} does not exist.")
         pinned: dict[int, list[Material]] = {}
         for number, lesson in enumerate(spec.lessons, start=1):
             if lesson.materials:
                 if self.materials is None:
-                    raise CourseError("This course has materials, but no IPFS node is configured.")
+                    raise Unavailable("This course has materials, but no IPFS node is configured.")
                 pinned[number] = [
                     await self.materials.pin(
                         ref, base_dir=base_dir, encrypted=bool(spec.prerequisites)
@@ -175,19 +174,21 @@ class CourseService:
     async def course(self, slug: str) -> Course:
         course = await self.courses.latest(slug)
         if course is None:
-            raise CourseError(f"There is no course {slug!r}. Send !course list to see them.")
+            raise NotFound(
+                f"There is no course {slug!r}. Send {self.prefix}course list to see them."
+            )
         return course
 
     async def enroll(self, user_id: str, slug: str) -> tuple[Course, bool]:
         """Returns the course enrolled in and whether this is a re-enrolment to renew a badge."""
         course = await self.course(slug)
         if await self.courses.open_enrollment(user_id, slug) is not None:
-            raise CourseError(
-                f"You are already enrolled in {course.title}. Send !course next {slug} to go on."
+            raise Conflict(
+                f"You are already enrolled in {course.title}. Send {self.prefix}course next {slug} to go on."
             )
         missing = await self.badges.missing_prerequisites(user_id, course.prerequisites)
         if missing:
-            raise CourseError(
+            raise Forbidden(
                 f"You cannot enrol in {course.title} yet: it requires the badge"
                 f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}."
             )
@@ -206,9 +207,11 @@ class CourseService:
         if enrollment is None:
             latest = await self.courses.latest_enrollment(user_id, slug)
             if latest is not None and latest.completed_at is not None:
-                raise CourseError(f"You have completed {slug} already.")
+                raise Conflict(f"You have completed {slug} already.")
             await self.course(slug)  # a clear error for an unknown course
-            raise CourseError(f"You are not enrolled in {slug}. Send !course enroll {slug} first.")
+            raise Refused(
+                f"You are not enrolled in {slug}. Send {self.prefix}course enroll {slug} first."
+            )
         course = await self.courses.get(enrollment.course_id)
         assert course is not None
         return enrollment, course
@@ -268,14 +271,14 @@ class CourseService:
             shown = enrollment.questions_shown
             answered = await self.courses.answered(enrollment.id, enrollment.attempt)
             if enrollment.lessons_done < course.lesson_count or shown == 0 or shown in answered:
-                raise CourseError(
+                raise Refused(
                     f"There is no open question in {course.title}. "
-                    f"Send !course next {slug} for the next step."
+                    f"Send {self.prefix}course next {slug} for the next step."
                 )
             question = await self.courses.question(course.id, shown)
             assert question is not None
             if not 1 <= choice <= len(question.choices):
-                raise CourseError(f"Choose a number from 1 to {len(question.choices)}.")
+                raise Refused(f"Choose a number from 1 to {len(question.choices)}.")
             correct = choice == question.answer
             await self.courses.record_answer(
                 enrollment.id, enrollment.attempt, shown, choice, correct
@@ -322,7 +325,7 @@ class CourseService:
             enrollment = await self.courses.latest_enrollment(user_id, slug)
             if enrollment is None:
                 await self.course(slug)
-                raise CourseError(f"You are not enrolled in {slug}.")
+                raise NotFound(f"You are not enrolled in {slug}.")
             enrollments = [enrollment]
         else:
             enrollments = await self.courses.enrollments_of(user_id)

@@ -7,12 +7,12 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from commands.formatting import code, escape
+from core.html import code, escape
+from core.matrix import DirectMessenger
 from db.database import Database
 from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
 
 from .badges import BadgeService
-from .direct_messages import DirectMessenger
 
 log = logging.getLogger("unityplan.badges.expiry")
 
@@ -28,7 +28,9 @@ class ExpiryScheduler:
         messenger: DirectMessenger,
         reminder_lead_seconds: float,
         interval_seconds: float,
+        command_prefix: str,
     ) -> None:
+        self.prefix = command_prefix
         self.db = db
         self.awards = awards
         self.definitions = definitions
@@ -60,7 +62,7 @@ class ExpiryScheduler:
                     award.user_id,
                     f"⏰ Your badge <strong>{name}</strong> ({code(award.badge_slug)}) expires on "
                     f"{award.expires_at:%Y-%m-%d %H:%M} UTC ({_humanise(left.total_seconds())} "
-                    f"from now). Send <code>!badge renew {escape(award.badge_slug)}</code> to "
+                    f"from now). Send <code>{escape(self.prefix)}badge renew {escape(award.badge_slug)}</code> to "
                     "see how to renew it.",
                 )
                 await self.awards.mark_reminded(award.id)

@@ -26,28 +26,24 @@ from mautrix.types import (
 )
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from appservice.matrix import MatrixConnection
-from bridges.events.consumers import ConsumerSpec
-from bridges.events.envelope import EventEnvelope, event_subject
-from bridges.events.requests import BadgeCheckClient, BadgeCheckError
-from commands.errors import CommandError
-from commands.formatting import code, escape
+from core.errors import NotFound, Refused
+from core.events import ConsumerSpec, EventEnvelope, event_subject
+from core.html import code, escape
+from core.ids import Namespace, server_of
+from core.matrix import DirectMessenger, MatrixConnection
+from core.ports import BadgeChecker, BadgeCheckError
+from db.cache import LruCache
 from db.repositories.audit import AuditLog
 from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
 from db.repositories.courses import CourseRepository
 from db.repositories.gates import Gate, GateRepository, Mode
 
-from .direct_messages import DirectMessenger
-
 log = logging.getLogger("unityplan.gate")
 
 # Room versions before 7 cannot knock.
 KNOCK_ROOM_VERSION = 7
+DECISION_CACHE_SIZE = 50_000  # (user, room) decisions remembered for gate.decision_cache_seconds
 MODERATOR_LEVEL = 50
-
-
-class GateError(CommandError):
-    """An expected refusal, phrased for the moderator."""
 
 
 @dataclass(frozen=True)
@@ -83,13 +79,13 @@ class GateService:
         awards: AwardRepository,
         definitions: BadgeDefinitionRepository,
         courses: CourseRepository,
-        badge_checks: BadgeCheckClient,
+        badge_checks: BadgeChecker,
         matrix: MatrixConnection,
         messenger: DirectMessenger,
         audit: AuditLog,
         metrics: GateMetrics,
-        server_name: str,
-        ghost_prefix: str,
+        namespace: Namespace,
+        command_prefix: str,
         cache_seconds: float,
     ) -> None:
         self.gates = gates
@@ -101,27 +97,39 @@ class GateService:
         self.messenger = messenger
         self.audit = audit
         self.metrics = metrics
-        self.server_name = server_name
-        self.ghost_prefix = ghost_prefix  # "@unity_": the appservice's own users are never gated
+        self.namespace = namespace  # the appservice's own users are never gated
+        self.server_name = namespace.server_name
+        self.prefix = command_prefix
         self.cache_seconds = cache_seconds
-        self._cache: dict[tuple[str, str], tuple[float, Decision]] = {}
+        self._cache: LruCache[tuple[str, str], Decision] = LruCache(
+            DECISION_CACHE_SIZE, ttl_seconds=cache_seconds
+        )
 
     # --- decisions ----------------------------------------------------------------------------
 
     def invalidate(self, user_id: str | None = None, room_id: str | None = None) -> None:
-        for key in list(self._cache):
-            if (user_id is None or key[0] == user_id) and (room_id is None or key[1] == room_id):
-                del self._cache[key]
+        """Forget decisions about the user and/or room once the caller's transaction has ended."""
+
+        def forget() -> None:
+            self._cache.invalidate(
+                lambda key: (
+                    (user_id is None or key[0] == user_id)
+                    and (room_id is None or key[1] == room_id)
+                )
+            )
+
+        self.gates.db.after_commit(forget)
 
     async def decide(self, user_id: str, room_id: str, *, fresh: bool = False) -> Decision:
         started = time.perf_counter()
         key = (user_id, room_id)
-        cached = self._cache.get(key)
-        if cached and not fresh and cached[0] > time.monotonic():
+        found, cached = self._cache.lookup(key) if not fresh else (False, None)
+        if found and cached is not None:
             self.metrics.decision_seconds.labels("yes").observe(time.perf_counter() - started)
-            return cached[1]
+            return cached
+        generation = self._cache.generation
         decision = await self._decide(user_id, room_id)
-        self._cache[key] = (time.monotonic() + self.cache_seconds, decision)
+        self._cache.put(key, decision, generation)
         self.metrics.decision_seconds.labels("no").observe(time.perf_counter() - started)
         return decision
 
@@ -137,7 +145,7 @@ class GateService:
 
     async def _held(self, user_id: str, badges: tuple[str, ...]) -> set[str]:
         held = set()
-        local = user_id.split(":", 1)[-1] == self.server_name
+        local = server_of(user_id) == self.server_name
         for badge in badges:
             if local:
                 if await self.awards.holds(user_id, badge):
@@ -154,7 +162,9 @@ class GateService:
         names = []
         for badge in missing:
             courses = await self.courses.awarding(badge)
-            earn = f" (earn it with !course enroll {courses[0].slug})" if courses else ""
+            earn = (
+                f" (earn it with {self.prefix}course enroll {courses[0].slug})" if courses else ""
+            )
             names.append(f"{badge}{earn}")
         need = (
             "one of the badges"
@@ -170,13 +180,13 @@ class GateService:
     ) -> tuple[Gate, list[str]]:
         for badge in badges:
             if await self.definitions.get(badge) is None:
-                raise GateError(f"There is no badge {badge!r}.")
+                raise NotFound(f"There is no badge {badge!r}.")
         bot = self.matrix.bot
         await self._check_power(room_id)
         create = await bot.get_state_event(room_id, EventType.ROOM_CREATE)
         version = str(create.serialize().get("room_version", "1"))
         if not version.isdigit() or int(version) < KNOCK_ROOM_VERSION:
-            raise GateError(
+            raise Refused(
                 f"This room's version ({version}) cannot knock, which gated rooms need. Upgrade "
                 "the room (room version 10 or newer) and gate the new one."
             )
@@ -209,7 +219,7 @@ class GateService:
     async def off(self, room_id: RoomID, actor: str) -> Gate:
         gate = await self.gates.remove(room_id)
         if gate is None:
-            raise GateError("This room is not gated.")
+            raise NotFound("This room is not gated.")
         self.invalidate(room_id=room_id)
         rule = JoinRule(gate.previous_join_rule)
         try:
@@ -227,14 +237,14 @@ class GateService:
         mine = levels.get_user_level(self.matrix.bot_user_id)
         needed = max(levels.invite, levels.kick, levels.get_event_level(EventType.ROOM_JOIN_RULES))
         if mine < needed:
-            raise GateError(
+            raise Refused(
                 f"I need power level {needed} in this room to gate it (to change the join rule, "
                 f"invite and remove members); I have {mine}. Make me a moderator and try again."
             )
 
     async def _is_exempt(self, user_id: str, room_id: str) -> bool:
         """The bot, its ghosts and the room's moderators (power level 50+) are never removed."""
-        if user_id == self.matrix.bot_user_id or user_id.startswith(self.ghost_prefix):
+        if self.namespace.is_own_user(user_id):
             return True
         levels = await self.matrix.effective_power_levels(RoomID(room_id))
         return levels.get_user_level(UserID(user_id)) >= MODERATOR_LEVEL
@@ -298,7 +308,7 @@ class GateService:
         """Tell the room the gate cannot act, and why, instead of failing silently."""
         try:
             await self._check_power(RoomID(room_id))
-        except GateError as exc:
+        except Refused as exc:
             await self.matrix.bot.send_notice(
                 RoomID(room_id),
                 f"This room is badge-gated, but I could not remove {user_id}: {exc}",

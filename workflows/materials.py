@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -25,29 +24,15 @@ from mautrix.types import (
     RoomID,
 )
 
-from appservice.matrix import MatrixConnection
-from bridges.media.ipfs_client import IpfsClient
-from bridges.media.sniff import sniff
-from commands.errors import CommandError
-from db.database import Database
-from db.territory import TerritoryCode, territory_schema
+from core.errors import NotFound, Refused, TooLarge
+from core.matrix import MatrixConnection
+from core.ports import ContentStore
+from core.sniff import sniff
+from db.repositories.media import Material, MediaRepository
 
 CID = re.compile(r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,})$")
 MAX_MATERIAL_BYTES = 50 * 1024 * 1024
 NONCE = 12
-
-
-class MaterialError(CommandError):
-    """A material cannot be stored or delivered; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Material:
-    name: str
-    cid: str
-    mime: str
-    size: int
-    key: bytes | None
 
 
 def encrypt(data: bytes, key: bytes) -> bytes:
@@ -60,16 +45,15 @@ def decrypt(blob: bytes, key: bytes) -> bytes:
 
 
 class MaterialStore:
-    def __init__(self, db: Database, territory: TerritoryCode, ipfs: IpfsClient) -> None:
-        self.db = db
-        self.schema = territory_schema(territory)
+    def __init__(self, media: MediaRepository, ipfs: ContentStore) -> None:
+        self.media = media
         self.ipfs = ipfs
 
     async def pin(self, reference: str, *, base_dir: Path | None, encrypted: bool) -> Material:
         """Add a material (a path relative to the course file, or a CID) to IPFS and pin it."""
         if CID.match(reference):
             if encrypted:
-                raise MaterialError(
+                raise Refused(
                     f"{reference}: a badge-gated course cannot use a public CID as material; "
                     "give the file's path so it can be encrypted."
                 )
@@ -77,65 +61,37 @@ class MaterialStore:
             await self.ipfs.add(data)  # pins it here too
             return Material(reference, reference, sniff(data), len(data), None)
         if base_dir is None:
-            raise MaterialError(
+            raise Refused(
                 f"{reference}: materials given by path need `unityplan course import FILE` on the "
                 "server; in Matrix, give their CIDs."
             )
         path = (base_dir / reference).resolve()
         if not path.is_relative_to(base_dir.resolve()) or not path.is_file():
-            raise MaterialError(f"{reference}: no such file next to the course file.")
+            raise NotFound(f"{reference}: no such file next to the course file.")
         data = path.read_bytes()
         if len(data) > MAX_MATERIAL_BYTES:
-            raise MaterialError(f"{reference}: larger than {MAX_MATERIAL_BYTES // 2**20} MB.")
+            raise TooLarge(f"{reference}: larger than {MAX_MATERIAL_BYTES // 2**20} MB.")
         key = AESGCM.generate_key(bit_length=256) if encrypted else None
         cid = await self.ipfs.add(encrypt(data, key) if key else data)
         return Material(path.name, cid, sniff(data), len(data), key)
 
     async def record(self, course_id: int, lesson: int, materials: list[Material]) -> None:
-        async with self.db.transaction() as conn:
-            for position, m in enumerate(materials, start=1):
-                await conn.execute(
-                    f"""INSERT INTO {self.schema}.course_materials
-                            (course_id, lesson, position, name, cid, mime, size, key)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-                    course_id,
-                    lesson,
-                    position,
-                    m.name,
-                    m.cid,
-                    m.mime,
-                    m.size,
-                    m.key,
-                )
+        await self.media.add_materials(course_id, lesson, materials)
 
     async def of_lesson(self, course_id: int, lesson: int) -> list[Material]:
-        rows = await self.db.fetch(
-            f"""SELECT name, cid, mime, size, key FROM {self.schema}.course_materials
-                WHERE course_id = $1 AND lesson = $2 ORDER BY position""",
-            course_id,
-            lesson,
-        )
-        return [Material(r["name"], r["cid"], r["mime"], r["size"], r["key"]) for r in rows]
+        return await self.media.materials_of_lesson(course_id, lesson)
 
     async def deliver(self, matrix: MatrixConnection, room_id: str, material: Material) -> None:
         """Send the material into the room as a file (uploaded to the homeserver once per CID)."""
-        cache = f"{self.schema}.media_objects"
-        mxc = await self.db.fetchval(f"SELECT mxc_url FROM {cache} WHERE cid = $1", material.cid)
+        mxc = await self.media.mxc_of(material.cid)
         if mxc is None:
             blob = await self.ipfs.cat(material.cid, timeout=60)
             data = decrypt(blob, material.key) if material.key else blob
             mxc = await matrix.bot.upload_media(
                 data, mime_type=material.mime, filename=material.name
             )
-            await self.db.execute(
-                f"""INSERT INTO {cache} (cid, size, mime, encrypted, mxc_url)
-                    VALUES ($1, $2, $3, $4, $5)
-                    ON CONFLICT (cid) DO UPDATE SET mxc_url = EXCLUDED.mxc_url""",
-                material.cid,
-                material.size,
-                material.mime,
-                material.key is not None,
-                mxc,
+            await self.media.set_mxc(
+                material.cid, material.size, material.mime, material.key is not None, mxc
             )
         msgtype = MessageType.IMAGE if material.mime.startswith("image/") else MessageType.FILE
         await matrix.bot.send_message_event(

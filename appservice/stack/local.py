@@ -188,7 +188,9 @@ class LocalStack:
         for section, keys in self.options.config_overrides.items():
             values.setdefault(section, {}).update(keys)
         write_config(values, self.config_path)
-        generate(load_config(self.config_path, environ={}), self.registration_path)
+        generate(
+            load_config(self.config_path, environ={}).registration_spec(), self.registration_path
+        )
 
     async def restart_platform(self) -> Platform:
         """Stop the appservice and start a new one on the same config (as after a crash)."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from appservice.background import BackgroundTasks
+from core.background import BackgroundTasks
+from core.events import ConsumerSpec
 from db.database import Database
 from db.repositories.consumed import ConsumedEventsRepository
 from db.repositories.outbox import OutboxRepository
 
-from .consumers import ConsumerSettings, ConsumerSpec, DurableConsumer
+from .consumers import ConsumerSettings, DurableConsumer
 from .metrics import EventMetrics
 from .nats_client import NatsClient
 from .publisher import EventPublisher

@@ -20,10 +20,10 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from core.events import ConsumerSpec, EventEnvelope
 from db.database import Database
 from db.repositories.consumed import ConsumedEventsRepository
 
-from .envelope import EventEnvelope
 from .metrics import EventMetrics
 from .nats_client import NatsClient
 from .publisher import EventPublisher
@@ -34,15 +34,6 @@ Handler = Callable[[EventEnvelope], Awaitable[None]]
 
 FETCH_BATCH = 20
 FETCH_TIMEOUT = 1.0
-
-
-@dataclass(frozen=True)
-class ConsumerSpec:
-    """``name`` is the durable consumer's name; ``subjects`` the event subjects it takes."""
-
-    name: str
-    subjects: tuple[str, ...]
-    handler: Handler
 
 
 @dataclass(frozen=True)

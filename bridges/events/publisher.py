@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.events import EventEnvelope
 from db.repositories.outbox import OutboxRepository
 from db.territory import TerritoryCode
-
-from .envelope import EventEnvelope
 
 
 class EventPublisher:

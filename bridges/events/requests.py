@@ -15,16 +15,17 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from core.events import request_subject
+from core.ids import server_of
+from core.ports import BadgeCheckError, BadgeStatus
 from db.repositories.territories import TerritoryRepository
 
-from .envelope import request_subject
 from .nats_client import NatsClient
 
 log = logging.getLogger("unityplan.events.requests")
@@ -32,28 +33,8 @@ log = logging.getLogger("unityplan.events.requests")
 BADGE_CHECK = "badge.check"
 
 
-@dataclass(frozen=True)
-class BadgeStatus:
-    valid: bool
-    expires_at: datetime | None = None
-    error: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        answer: dict[str, Any] = {
-            "valid": self.valid,
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-        }
-        if self.error:
-            answer["error"] = self.error
-        return answer
-
-
 # (user_id, badge slug) -> whether the user holds it now, answered by the owning territory.
 BadgeStatusLookup = Callable[[str, str], Awaitable[BadgeStatus]]
-
-
-class BadgeCheckError(Exception):
-    """The badge could not be checked; the message says why, for the user."""
 
 
 class BadgeCheckResponder:
@@ -107,7 +88,7 @@ class BadgeCheckClient:
         self.territories = territories
 
     async def check(self, user_id: str, badge: str, timeout: float = 3.0) -> BadgeStatus:
-        server_name = user_id.split(":", 1)[1] if ":" in user_id else ""
+        server_name = server_of(user_id)
         territory = await self.territories.by_server_name(server_name)
         if territory is None:
             raise BadgeCheckError(f"{server_name or user_id} is not a UnityPlan territory")

@@ -8,7 +8,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from .envelope import SUBJECT_ROOT
+from core.events import SUBJECT_ROOT
 
 log = logging.getLogger("unityplan.events.stream")
 

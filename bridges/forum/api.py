@@ -16,17 +16,17 @@ validated; user HTML is sanitised.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.errors import NotFound, Refused, TooLarge
 from db.repositories.forum import Comment, ForumRepository, Topic
 from db.repositories.media import MediaRepository
+from workflows.forum import ForumService
 
 from .auth import TokenVerifier
-from .topics import ForumError, ForumService
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_BODY_CHARS = 20_000
@@ -51,11 +51,9 @@ class EditComment(BaseModel):
     body: str = Field(min_length=1, max_length=MAX_BODY_CHARS)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _error(status: int, errcode: str, message: str) -> web.Response:
-    return web.json_response({"errcode": errcode, "error": message}, status=status)
+def _is_id(raw: str) -> bool:
+    """A row id in a path: ASCII digits of a size PostgreSQL's bigint holds (not "²")."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= 18
 
 
 class ForumApi:
@@ -72,60 +70,44 @@ class ForumApi:
         self.verifier = verifier
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/forums/categories", self._guard(self.categories))
-        app.router.add_get("/api/forums/topics", self._guard(self.list_topics))
-        app.router.add_post("/api/forums/topics", self._guard(self.create_topic))
-        app.router.add_get("/api/forums/topics/{id}", self._guard(self.get_topic))
-        app.router.add_get("/api/forums/topics/{id}/comments", self._guard(self.list_comments))
-        app.router.add_post("/api/forums/topics/{id}/comments", self._guard(self.post_comment))
-        app.router.add_patch(
-            "/api/forums/topics/{id}/comments/{cid}", self._guard(self.edit_comment)
-        )
-        app.router.add_delete(
-            "/api/forums/topics/{id}/comments/{cid}", self._guard(self.delete_comment)
-        )
-
-    @staticmethod
-    def _guard(handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            except ForumError as exc:
-                return _error(exc.status, exc.errcode, str(exc))
-
-        return guarded
+        app.router.add_get("/api/forums/categories", self.categories)
+        app.router.add_get("/api/forums/topics", self.list_topics)
+        app.router.add_post("/api/forums/topics", self.create_topic)
+        app.router.add_get("/api/forums/topics/{id}", self.get_topic)
+        app.router.add_get("/api/forums/topics/{id}/comments", self.list_comments)
+        app.router.add_post("/api/forums/topics/{id}/comments", self.post_comment)
+        app.router.add_patch("/api/forums/topics/{id}/comments/{cid}", self.edit_comment)
+        app.router.add_delete("/api/forums/topics/{id}/comments/{cid}", self.delete_comment)
 
     # --- helpers ------------------------------------------------------------------------------
 
     async def _body(self, request: web.Request, model: type[BaseModel]) -> Any:
         raw = await request.content.read(MAX_REQUEST_BYTES + 1)
         if len(raw) > MAX_REQUEST_BYTES:
-            raise ForumError(
-                f"The request is larger than {MAX_REQUEST_BYTES // 1024} KB.", 413, "M_TOO_LARGE"
-            )
+            raise TooLarge(f"The request is larger than {MAX_REQUEST_BYTES // 1024} KB.")
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise ForumError("The body is not JSON.", 400, "M_NOT_JSON") from None
+            raise Refused("The body is not JSON.", reason="not_json") from None
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise ForumError(f"{where}: {first['msg']}", 400, "M_BAD_JSON") from None
+            raise Refused(f"{where}: {first['msg']}", reason="bad_json") from None
 
     async def _topic(self, request: web.Request) -> Topic:
         raw = request.match_info["id"]
-        topic = await self.forum.topic(int(raw)) if raw.isdigit() else None
+        topic = await self.forum.topic(int(raw)) if _is_id(raw) else None
         if topic is None:
-            raise ForumError("No such topic.", 404, "M_NOT_FOUND")
+            raise NotFound("No such topic.")
         return topic
 
     async def _comment(self, request: web.Request, topic: Topic) -> Comment:
         raw = request.match_info["cid"]
-        comment = await self.forum.comment(int(raw)) if raw.isdigit() else None
+        comment = await self.forum.comment(int(raw)) if _is_id(raw) else None
         if comment is None or comment.topic_id != topic.id:
-            raise ForumError("No such comment in this topic.", 404, "M_NOT_FOUND")
+            raise NotFound("No such comment in this topic.")
         return comment
 
     @staticmethod
@@ -135,7 +117,7 @@ class ForumApi:
             cursor = request.query.get(name)
             return max(1, min(limit, MAX_LIMIT)), int(cursor) if cursor else None
         except ValueError:
-            raise ForumError(f"limit and {name} are numbers.", 400, "M_INVALID_PARAM") from None
+            raise Refused(f"limit and {name} are numbers.") from None
 
     def _topic_json(self, topic: Topic) -> dict[str, Any]:
         return {

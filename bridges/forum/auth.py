@@ -6,11 +6,11 @@ belongs to a user of another server is refused.
 
 from __future__ import annotations
 
-import time
-
 import aiohttp
 
-from .topics import ForumError
+from core.errors import Forbidden, Unauthenticated
+from core.ids import server_of
+from db.cache import LruCache
 
 CACHE_SECONDS = 60.0
 
@@ -19,29 +19,29 @@ class TokenVerifier:
     def __init__(self, homeserver_url: str, server_name: str) -> None:
         self.homeserver_url = homeserver_url.rstrip("/")
         self.server_name = server_name
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: LruCache[str, str] = LruCache(10_000, ttl_seconds=CACHE_SECONDS)
 
     async def user_of(self, authorization: str | None) -> str:
         token = (authorization or "").removeprefix("Bearer ").strip()
         if not authorization or not authorization.startswith("Bearer ") or not token:
-            raise ForumError(
+            raise Unauthenticated(
                 "Writing needs Authorization: Bearer <Matrix OpenID or access token>.",
-                401,
-                "M_MISSING_TOKEN",
+                reason="missing_token",
             )
-        cached = self._cache.get(token)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        found, cached = self._cache.lookup(token)
+        if found and cached is not None:
+            return cached
+        generation = self._cache.generation
         user_id = await self._openid(token) or await self._access_token(token)
         if user_id is None:
-            raise ForumError("The homeserver does not know that token.", 401, "M_UNKNOWN_TOKEN")
-        if user_id.split(":", 1)[-1] != self.server_name:
-            raise ForumError(
-                f"Only users of {self.server_name} may write here; {user_id} is not one.",
-                403,
-                "M_FORBIDDEN",
+            raise Unauthenticated(
+                "The homeserver does not know that token.", reason="unknown_token"
             )
-        self._cache[token] = (time.monotonic() + CACHE_SECONDS, user_id)
+        if server_of(user_id) != self.server_name:
+            raise Forbidden(
+                f"Only users of {self.server_name} may write here; {user_id} is not one."
+            )
+        self._cache.put(token, user_id, generation)
         return user_id
 
     async def _openid(self, token: str) -> str | None:

@@ -5,6 +5,7 @@ transaction changes nothing."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from mautrix.errors import MatrixError
 from mautrix.types import (
@@ -21,12 +22,10 @@ from mautrix.types import (
     TextMessageEventContent,
 )
 
-from bridges.events.publisher import EventPublisher
-from commands.router import CommandRouter
+from core.events import EventEmitter
+from core.html import clean_html
 from db.repositories.forum import ForumRepository, Topic
-
-from .sanitize import clean_html
-from .topics import ForumService
+from workflows.forum import ForumService
 
 log = logging.getLogger("unityplan.forum.bridge")
 
@@ -40,13 +39,13 @@ class ForumBridge:
         self,
         forum: ForumRepository,
         service: ForumService,
-        events: EventPublisher,
-        router: CommandRouter,
+        events: EventEmitter,
+        is_command: Callable[[str], bool],
     ) -> None:
         self.forum = forum
         self.service = service
         self.events = events
-        self.router = router
+        self.is_command = is_command  # commands are the router's, not forum comments
 
     async def handle(self, event: Event) -> None:
         room_id = getattr(event, "room_id", None)
@@ -68,7 +67,7 @@ class ForumBridge:
         content = event.content
         if not isinstance(content, TextMessageEventContent) or content.msgtype not in TEXT_TYPES:
             return
-        if self.router.is_command(content.body or ""):
+        if self.is_command(content.body or ""):
             return
         relates = content.relates_to
         if relates and relates.rel_type == RelationType.REPLACE and relates.event_id:

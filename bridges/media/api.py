@@ -7,6 +7,7 @@ import re
 
 from aiohttp import web
 
+from core.errors import NotFound
 from db.repositories.media import MediaRepository
 
 from .ipfs_client import IpfsClient
@@ -22,9 +23,7 @@ def add_media_routes(app: web.Application, media: MediaRepository, ipfs: IpfsCli
         found = await media.object(cid) if CID.match(cid) else None
         upload = await media.latest_upload_of(cid) if found else None
         if found is None or upload is None or not found[3] or found[2]:
-            return web.json_response(
-                {"errcode": "M_NOT_FOUND", "error": "No such file"}, status=404
-            )
+            raise NotFound("No such file")
         size, mime, _, _ = found
         safe_name = re.sub(r'["\\\r\n]', "_", upload.filename)
         response = web.StreamResponse(

@@ -24,15 +24,14 @@ from mautrix.types import (
     RedactionEvent,
 )
 
-from appservice.matrix import MatrixConnection
-from bridges.events.publisher import EventPublisher
+from core.events import EventEmitter
+from core.matrix import DirectMessenger, MatrixConnection
+from core.sniff import agrees, sniff
 from db.database import Database
 from db.repositories.forum import ForumRepository
 from db.repositories.media import MediaRepository, QueuedFile
-from workflows.direct_messages import DirectMessenger
 
 from .ipfs_client import IpfsClient
-from .sniff import agrees, sniff
 
 log = logging.getLogger("unityplan.media")
 
@@ -53,7 +52,7 @@ class MediaBridge:
         forum: ForumRepository,
         ipfs: IpfsClient,
         matrix_notice: DirectMessenger,
-        events: EventPublisher,
+        events: EventEmitter,
         matrix: MatrixConnection,
         max_bytes: int,
     ) -> None:

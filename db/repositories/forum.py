@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from ..cache import LruCache
 from ..database import Database
 from ..territory import TerritoryCode, territory_schema
 
@@ -62,6 +63,8 @@ class Revision:
     created_at: datetime
 
 
+TOPIC_CACHE_SIZE = 10_000  # rooms remembered as "a topic room" or "not one"
+
 _TOPIC = """SELECT t.id, c.slug AS category, t.slug, t.title, t.matrix_room_id, t.created_by,
                    t.created_at, t.locked
             FROM {s}.forum_topics t JOIN {s}.forum_categories c ON c.id = t.category_id"""
@@ -75,9 +78,9 @@ class ForumRepository:
         self.schema = territory_schema(territory)
         self._topic = _TOPIC.format(s=self.schema)
         self._comment = _COMMENT.format(s=self.schema)
-        # Every event of every room asks "is this a topic room?": remembered here, forgotten on
-        # any change to a topic (one process per territory writes topics).
-        self._by_room: dict[str, Topic | None] = {}
+        # Every event of every room asks "is this a topic room?": remembered here (bounded), forgotten
+        # after any change to a topic commits (one process per territory writes topics).
+        self._by_room: LruCache[str, Topic | None] = LruCache(TOPIC_CACHE_SIZE)
 
     # --- categories and topics ----------------------------------------------------------------
 
@@ -113,18 +116,18 @@ class ForumRepository:
         )
 
     async def set_room(self, topic_id: int, room_id: str) -> None:
-        self._by_room.clear()
         await self.db.execute(
             f"UPDATE {self.schema}.forum_topics SET matrix_room_id = $2 WHERE id = $1",
             topic_id,
             room_id,
         )
+        self.db.after_commit(self._by_room.invalidate)
 
     async def set_locked(self, topic_id: int, locked: bool) -> None:
-        self._by_room.clear()
         await self.db.execute(
             f"UPDATE {self.schema}.forum_topics SET locked = $2 WHERE id = $1", topic_id, locked
         )
+        self.db.after_commit(self._by_room.invalidate)
 
     async def topic(self, topic_id: int) -> Topic | None:
         row = await self.db.fetchrow(f"{self._topic} WHERE t.id = $1", topic_id)
@@ -135,11 +138,13 @@ class ForumRepository:
         return Topic.from_row(row) if row else None
 
     async def topic_by_room(self, room_id: str) -> Topic | None:
-        if room_id in self._by_room:
-            return self._by_room[room_id]
+        found, cached = self._by_room.lookup(room_id)
+        if found:
+            return cached
+        generation = self._by_room.generation
         row = await self.db.fetchrow(f"{self._topic} WHERE t.matrix_room_id = $1", room_id)
         topic = Topic.from_row(row) if row else None
-        self._by_room[room_id] = topic
+        self._by_room.put(room_id, topic, generation)
         return topic
 
     async def topics(self, limit: int, before: int | None) -> list[Topic]:

@@ -12,6 +12,21 @@ from ..territory import TerritoryCode, territory_schema
 
 
 @dataclass(frozen=True)
+class Material:
+    """A course material: a file on IPFS (encrypted with ``key`` when the course is gated)."""
+
+    name: str
+    cid: str
+    mime: str
+    size: int
+    key: bytes | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Material:
+        return cls(row["name"], row["cid"], row["mime"], row["size"], row["key"])
+
+
+@dataclass(frozen=True)
 class QueuedFile:
     matrix_event_id: str
     room_id: str
@@ -204,3 +219,50 @@ class MediaRepository:
             cid,
         )
         return (row["size"], row["mime"], row["encrypted"], row["pinned"]) if row else None
+
+    # --- homeserver copies and course materials -----------------------------------------------
+
+    async def mxc_of(self, cid: str) -> str | None:
+        """The homeserver's copy of ``cid`` (uploaded once, reused for every later delivery)."""
+        value = await self.db.fetchval(
+            f"SELECT mxc_url FROM {self.schema}.media_objects WHERE cid = $1", cid
+        )
+        return str(value) if value is not None else None
+
+    async def set_mxc(self, cid: str, size: int, mime: str, encrypted: bool, mxc: str) -> None:
+        await self.db.execute(
+            f"""INSERT INTO {self.schema}.media_objects (cid, size, mime, encrypted, mxc_url)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (cid) DO UPDATE SET mxc_url = EXCLUDED.mxc_url""",
+            cid,
+            size,
+            mime,
+            encrypted,
+            mxc,
+        )
+
+    async def add_materials(self, course_id: int, lesson: int, materials: list[Material]) -> None:
+        async with self.db.transaction() as conn:
+            for position, m in enumerate(materials, start=1):
+                await conn.execute(
+                    f"""INSERT INTO {self.schema}.course_materials
+                            (course_id, lesson, position, name, cid, mime, size, key)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                    course_id,
+                    lesson,
+                    position,
+                    m.name,
+                    m.cid,
+                    m.mime,
+                    m.size,
+                    m.key,
+                )
+
+    async def materials_of_lesson(self, course_id: int, lesson: int) -> list[Material]:
+        rows = await self.db.fetch(
+            f"""SELECT name, cid, mime, size, key FROM {self.schema}.course_materials
+                WHERE course_id = $1 AND lesson = $2 ORDER BY position""",
+            course_id,
+            lesson,
+        )
+        return [Material.from_row(r) for r in rows]

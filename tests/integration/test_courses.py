@@ -14,7 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from appservice.app import Platform
 from appservice.stack.local import LocalStack
-from bridges.events.envelope import EventEnvelope
+from core.events import EventEnvelope
 from tests.matrix_user import MatrixUser, body, html
 
 
@@ -294,7 +294,7 @@ async def test_cli_course_import(stack: LocalStack, user: MatrixUser, tmp_path: 
     room = await user.room_with_bot()
     assert course in body(await user.command(room, "!course list"))
     code, _, err = await _cli_import(stack, path)
-    assert code == 1 and "version 1 exists" in err
+    assert code == 2 and "version 1 exists" in err
 
 
 async def test_badge_check_answers_from_the_awards(platform: Platform, admin: MatrixUser) -> None:

@@ -79,3 +79,21 @@ async def test_nested_transactions_join_and_roll_back_together(platform: Platfor
             raise RuntimeError("roll back both")
     assert await db.fetchval("SELECT count(*) FROM public.nest_test") == 0
     await db.execute("DROP TABLE public.nest_test")
+
+
+async def test_after_commit_waits_for_the_outermost_transaction(platform: Platform) -> None:
+    db = platform.territory_db
+    ran: list[str] = []
+    db.after_commit(lambda: ran.append("outside"))
+    assert ran == ["outside"]  # no transaction: at once
+    async with db.transaction():
+        async with db.transaction():
+            db.after_commit(lambda: ran.append("inner"))
+        assert ran == ["outside"]  # the inner block joined; nothing committed yet
+        await db.execute("SELECT 1")
+    assert ran == ["outside", "inner"]
+    with pytest.raises(RuntimeError):
+        async with db.transaction():
+            db.after_commit(lambda: ran.append("rolled back"))
+            raise RuntimeError("boom")
+    assert ran[-1] == "rolled back"  # invalidations are safe after a rollback too

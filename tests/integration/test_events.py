@@ -18,10 +18,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
 
 from appservice.app import Platform
 from appservice.stack.local import LocalStack
-from bridges.events.consumers import ConsumerSettings, ConsumerSpec, DurableConsumer
-from bridges.events.envelope import EventEnvelope, event_subject
-from bridges.events.requests import BadgeCheckError
+from bridges.events.consumers import ConsumerSettings, DurableConsumer
 from bridges.events.stream import ensure_stream
+from core.events import ConsumerSpec, EventEnvelope, event_subject
+from core.ports import BadgeCheckError
 
 
 @pytest_asyncio.fixture

@@ -407,3 +407,21 @@ async def test_moderation_commands_are_audited_and_emitted(
     assert "off topic" in body(audit) and user.user_id in body(audit)
     usage = await admin.command(room, "!mod audit lots")
     assert body(usage).startswith("Usage: !mod audit [n]")
+
+
+async def test_api_errors_are_json_for_odd_ids_and_bad_bodies(platform: Platform) -> None:
+    for path in (
+        "/api/forums/topics/²",
+        "/api/forums/topics/99999999999999999999",
+        "/api/forums/topics/²/comments",
+        "/api/badges/credentials/²",
+        "/api/badges/credentials/99999999999999999999",
+        "/api/nowhere",
+    ):
+        status, answer = await _api(platform, "GET", path)
+        assert status == 404, path
+        assert set(answer) == {"errcode", "error"} and answer["errcode"] == "M_NOT_FOUND", path
+    status, answer = await _api(platform, "POST", "/api/forums/topics", data=b"{")
+    assert status == 401 and answer["errcode"] == "M_MISSING_TOKEN"
+    status, answer = await _api(platform, "PATCH", "/api/forums/topics/²/comments/1", data=b"{}")
+    assert status == 401 and set(answer) == {"errcode", "error"}

@@ -125,7 +125,7 @@ def test_unreachable_database_is_one_sentence(tmp_path: Path) -> None:
         },
         path,
     )
-    generate(load_config(path, environ={}), tmp_path / "registration.yaml")
+    generate(load_config(path, environ={}).registration_spec(), tmp_path / "registration.yaml")
     for args in (["db", "migrate"], ["run"]):
         result = subprocess.run(
             [sys.executable, "-m", "appservice", "-c", str(path), *args],

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from bridges.events.consumers import redelivery_delay
-from bridges.events.envelope import EventEnvelope, event_subject, request_subject
+from core.events import EventEnvelope, event_subject, request_subject
 
 
 def test_envelope_round_trip_and_subject() -> None:

@@ -26,7 +26,7 @@ def _config(tmp_path: Path):
 
 def test_generate_writes_what_synapse_needs(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    reg = generate(config, tmp_path / "registration.yaml")
+    reg = generate(config.registration_spec(), tmp_path / "registration.yaml")
     assert reg["id"] == "unityplan" and reg["url"] == "http://127.0.0.1:29333"
     assert reg["sender_localpart"] == "unityplan"
     assert reg["rate_limited"] is False and reg["receive_ephemeral"] is True
@@ -51,7 +51,7 @@ def test_synapse_accepts_the_registration(tmp_path: Path) -> None:
 
     config = _config(tmp_path)
     path = tmp_path / "registration.yaml"
-    generate(config, path)
+    generate(config.registration_spec(), path)
     services = load_appservices("dk.example", [str(path)])
     assert len(services) == 1
     service = services[0]
@@ -64,10 +64,10 @@ def test_synapse_accepts_the_registration(tmp_path: Path) -> None:
 def test_generate_again_keeps_tokens_unless_rotated(tmp_path: Path) -> None:
     config = _config(tmp_path)
     path = tmp_path / "registration.yaml"
-    first = generate(config, path)
-    again = generate(config, path)
+    first = generate(config.registration_spec(), path)
+    again = generate(config.registration_spec(), path)
     assert (again["as_token"], again["hs_token"]) == (first["as_token"], first["hs_token"])
-    rotated = generate(config, path, rotate=True)
+    rotated = generate(config.registration_spec(), path, rotate=True)
     assert rotated["as_token"] != first["as_token"] and rotated["hs_token"] != first["hs_token"]
     assert load_registration(path) == rotated
 
@@ -75,14 +75,14 @@ def test_generate_again_keeps_tokens_unless_rotated(tmp_path: Path) -> None:
 def test_check_says_what_differs(tmp_path: Path) -> None:
     config = _config(tmp_path)
     path = tmp_path / "registration.yaml"
-    generate(config, path)
-    assert differences(config, path) == []
+    generate(config.registration_spec(), path)
+    assert differences(config.registration_spec(), path) == []
     text = path.read_text().replace("http://127.0.0.1:29333", "http://elsewhere:1")
     path.write_text(text.replace("rate_limited: false", "rate_limited: true"))
-    problems = differences(config, path)
+    problems = differences(config.registration_spec(), path)
     assert any(p.startswith("url is 'http://elsewhere:1'") for p in problems)
     assert any(p.startswith("rate_limited is True") for p in problems)
-    assert differences(config, tmp_path / "missing.yaml")[0].endswith(
+    assert differences(config.registration_spec(), tmp_path / "missing.yaml")[0].endswith(
         "run `unityplan registration generate`."
     )
 

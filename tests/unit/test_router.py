@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from mautrix.types import EventID, PowerLevelStateEventContent, RoomID, UserID
 
 from commands.decorators import argument, command, option, requires
-from commands.errors import CommandError
 from commands.help import HelpCommands
 from commands.permissions import Permission, PermissionChecker
 from commands.router import CommandContext, CommandRouter, Outcome, parse_arguments
+from core.errors import Refused
 
 ROOM = RoomID("!room:dk.example")
 MOD = UserID("@mod:dk.example")
@@ -56,7 +56,7 @@ class Sample:
     async def require(self, ctx: CommandContext, badge: str, more: str | None, any: bool) -> None:
         self.calls.append({"badge": badge, "more": more, "any": any})
         if badge == "refuse":
-            raise CommandError("No <such> badge")
+            raise Refused("No <such> badge")
         if badge == "crash":
             raise KeyError("internal")
         await ctx.reply("gated")
@@ -214,7 +214,7 @@ def test_any_text_runs_gets_usage_or_is_ignored(text: str) -> None:
 
 
 def test_plain_text_keeps_numbers_and_links() -> None:
-    from commands.formatting import html_to_text
+    from core.html import html_to_text
 
     text = html_to_text(
         "<strong>Question 1/2</strong>: Which?<ol><li>CO2</li><li>Argon</li></ol>"

@@ -1,9 +1,14 @@
-"""HTML for replies and its plain-text fallback."""
+"""HTML in and out: escaping for replies, one allowlist for user HTML (forum comments both ways,
+course lessons: the tags the Matrix spec suggests clients render, links only to safe schemes), and
+the plain-text fallback of formatted bodies."""
 
 from __future__ import annotations
 
 import html
 import re
+
+import markdown
+import nh3
 
 escape = html.escape
 
@@ -38,3 +43,61 @@ def html_to_text(markup: str) -> str:
 
 def code(text: str) -> str:
     return f"<code>{escape(text)}</code>"
+
+
+TAGS = {
+    "a",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "code",
+    "del",
+    "details",
+    "div",
+    "em",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "s",
+    "span",
+    "strike",
+    "strong",
+    "sub",
+    "summary",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
+}
+ATTRIBUTES = {"a": {"href"}, "code": {"class"}, "ol": {"start"}}
+SCHEMES = {"https", "http", "ftp", "mailto", "magnet", "matrix", "mxc"}
+
+
+def clean_html(markup: str) -> str:
+    return nh3.clean(
+        markup,
+        tags=TAGS,
+        attributes=ATTRIBUTES,
+        url_schemes=SCHEMES,
+        link_rel="noopener noreferrer",
+    )
+
+
+def markdown_to_html(text: str) -> str:
+    """Markdown (forum comments, course lessons) to HTML that passed the allowlist."""
+    return clean_html(markdown.markdown(text, extensions=["fenced_code", "tables", "sane_lists"]))

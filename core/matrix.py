@@ -1,9 +1,11 @@
-"""The appservice's side of the client-server API: mautrix AppServiceAPI, the bot intent, ping."""
+"""The appservice's side of the client-server API: mautrix AppServiceAPI, the bot intent, ping, the
+state store, and direct messages from the bot. Built from explicit settings, not the whole config."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
@@ -13,12 +15,24 @@ from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store import MemoryStateStore
 from mautrix.errors import MatrixError
-from mautrix.types import EventType, PowerLevelStateEventContent, RoomID, UserID
+from mautrix.types import (
+    EventType,
+    Format,
+    MessageType,
+    PowerLevelStateEventContent,
+    RoomCreatePreset,
+    RoomID,
+    TextMessageEventContent,
+    UserID,
+)
 from mautrix.util.logging import TraceLogger
 
-from .config import Config
+from core.html import html_to_text
+from db.cache import LruCache
+from db.repositories.direct_rooms import DirectRoomRepository
 
 log = logging.getLogger("unityplan.matrix")
+dm_log = logging.getLogger("unityplan.dm")
 
 
 class CachedStateStore(MemoryStateStore, ASStateStore):
@@ -32,23 +46,33 @@ class CachedStateStore(MemoryStateStore, ASStateStore):
         ASStateStore.__init__(self)
 
 
+@dataclass(frozen=True)
+class MatrixSettings:
+    homeserver_url: str
+    bot_user_id: str
+    appservice_id: str
+    as_token: str
+    bot_displayname: str | None = None
+    verify_ssl: bool = True
+
+
 class MatrixConnection:
-    def __init__(self, config: Config, as_token: str) -> None:
-        self.config = config
-        self.as_token = as_token
+    def __init__(self, settings: MatrixSettings) -> None:
+        self.settings = settings
         self.state_store = CachedStateStore()
-        self.bot_user_id = UserID(config.bot_user_id)
+        self.bot_user_id = UserID(settings.bot_user_id)
         self._session: aiohttp.ClientSession | None = None
-        self._creators_cache: dict[RoomID, tuple[UserID, ...]] = {}
+        # Create events never change: a bounded memory of each room's creators.
+        self._creators_cache: LruCache[RoomID, tuple[UserID, ...]] = LruCache(10_000)
         self._api: AppServiceAPI | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=100, ssl=self.config.homeserver.verify_ssl)
+        connector = aiohttp.TCPConnector(limit=100, ssl=self.settings.verify_ssl)
         self._session = aiohttp.ClientSession(connector=connector)
         self._api = AppServiceAPI(
-            base_url=self.config.homeserver.address,
+            base_url=self.settings.homeserver_url,
             bot_mxid=self.bot_user_id,
-            token=self.as_token,
+            token=self.settings.as_token,
             log=cast(TraceLogger, logging.getLogger("unityplan.matrix.api")),
             state_store=self.state_store,
             client_session=self._session,
@@ -88,17 +112,20 @@ class MatrixConnection:
 
     async def _creators(self, room_id: RoomID) -> tuple[UserID, ...]:
         """Creators with implicit power (room version 12+); cached, as create events never change."""
-        if room_id not in self._creators_cache:
-            event = await self.bot.get_state_event(room_id, EventType.ROOM_CREATE, format="event")
-            raw: dict[str, Any] = event.serialize()
-            content: dict[str, Any] = raw.get("content", {})
-            version = str(content.get("room_version", "1"))
-            creators: tuple[UserID, ...] = ()
-            if version.isdigit() and int(version) >= 12:
-                additional = content.get("additional_creators", [])
-                creators = (UserID(raw["sender"]), *(UserID(u) for u in additional))
-            self._creators_cache[room_id] = creators
-        return self._creators_cache[room_id]
+        found, known = self._creators_cache.lookup(room_id)
+        if found and known is not None:
+            return known
+        generation = self._creators_cache.generation
+        event = await self.bot.get_state_event(room_id, EventType.ROOM_CREATE, format="event")
+        raw: dict[str, Any] = event.serialize()
+        content: dict[str, Any] = raw.get("content", {})
+        version = str(content.get("room_version", "1"))
+        creators: tuple[UserID, ...] = ()
+        if version.isdigit() and int(version) >= 12:
+            additional = content.get("additional_creators", [])
+            creators = (UserID(raw["sender"]), *(UserID(u) for u in additional))
+        self._creators_cache.put(room_id, creators, generation)
+        return creators
 
     async def check_reachable(self) -> None:
         """Raises unless the homeserver answers /versions now (for /health)."""
@@ -115,7 +142,7 @@ class MatrixConnection:
                 # Our own backoff, not mautrix's retries (which wait 4 s after the first failure).
                 await self.bot.api.request(
                     Method.POST,
-                    ClientPath.v1.appservice[self.config.appservice.id].ping,
+                    ClientPath.v1.appservice[self.settings.appservice_id].ping,
                     content={},
                     retry_count=0,
                 )
@@ -134,7 +161,49 @@ class MatrixConnection:
         log.info("Homeserver answered the appservice ping")
         try:
             await self.bot.ensure_registered()
-            if self.config.appservice.bot_displayname:
-                await self.bot.set_displayname(self.config.appservice.bot_displayname)
+            if self.settings.bot_displayname:
+                await self.bot.set_displayname(self.settings.bot_displayname)
         except MatrixError:
             log.warning("Could not set the bot's profile", exc_info=True)
+
+
+class DirectMessenger:
+    def __init__(self, matrix: MatrixConnection, rooms: DirectRoomRepository) -> None:
+        self.matrix = matrix
+        self.rooms = rooms
+
+    async def remember(self, user_id: str, room_id: str) -> None:
+        """A DM the user opened with the bot (an invite with is_direct)."""
+        await self.rooms.set(user_id, room_id)
+
+    async def send(self, user_id: str, html: str) -> RoomID:
+        room_id = await self.rooms.get(user_id)
+        if room_id is not None:
+            try:
+                await self._notice(RoomID(room_id), html)
+                return RoomID(room_id)
+            except MatrixError as exc:
+                dm_log.info(
+                    "DM room %s with %s is unusable (%s); opening a new one", room_id, user_id, exc
+                )
+        new_room = await self.matrix.bot.create_room(
+            preset=RoomCreatePreset.TRUSTED_PRIVATE,
+            is_direct=True,
+            invitees=[UserID(user_id)],
+            name=None,
+        )
+        await self.rooms.set(user_id, new_room)
+        await self._notice(new_room, html)
+        return new_room
+
+    async def _notice(self, room_id: RoomID, html: str) -> None:
+        await self.matrix.bot.send_message_event(
+            room_id,
+            EventType.ROOM_MESSAGE,
+            TextMessageEventContent(
+                msgtype=MessageType.NOTICE,
+                body=html_to_text(html),
+                format=Format.HTML,
+                formatted_body=html,
+            ),
+        )

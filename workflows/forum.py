@@ -26,30 +26,20 @@ from mautrix.types import (
     UserID,
 )
 
-from appservice.matrix import MatrixConnection
-from bridges.events.publisher import EventPublisher
-from commands.errors import CommandError
-from commands.formatting import html_to_text
+from core.errors import Forbidden, Locked, NotFound, Refused
+from core.events import EventEmitter
+from core.html import html_to_text, markdown_to_html
+from core.ids import Namespace, localpart_of
+from core.matrix import MatrixConnection
 from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.forum import Comment, ForumRepository, Topic
-
-from .sanitize import markdown_to_html
 
 log = logging.getLogger("unityplan.forum")
 
 TOPIC_STATE = EventType.find("org.unityplan.forum.topic", EventType.Class.STATE)
 MAX_TITLE = 200
 LOCKED_LEVEL = 50
-
-
-class ForumError(CommandError):
-    """An expected refusal (status for the HTTP API, sentence for everyone)."""
-
-    def __init__(self, message: str, status: int = 400, errcode: str = "M_INVALID_PARAM") -> None:
-        super().__init__(message)
-        self.status = status
-        self.errcode = errcode
 
 
 def slugify(title: str) -> str:
@@ -64,11 +54,10 @@ class ForumService:
         db: Database,
         forum: ForumRepository,
         matrix: MatrixConnection,
-        events: EventPublisher,
+        events: EventEmitter,
         audit: AuditLog,
-        server_name: str,
+        namespace: Namespace,
         alias_prefix: str,
-        ghost_prefix: str,
         moderators: tuple[str, ...] = (),
     ) -> None:
         self.audit = audit
@@ -77,9 +66,9 @@ class ForumService:
         self.forum = forum
         self.matrix = matrix
         self.events = events
-        self.server_name = server_name
+        self.namespace = namespace
+        self.server_name = namespace.server_name
         self.alias_prefix = alias_prefix
-        self.ghost_prefix = ghost_prefix
 
     def alias_of(self, topic: Topic) -> str:
         return f"#{self.alias_prefix}{topic.slug}:{self.server_name}"
@@ -89,10 +78,10 @@ class ForumService:
     async def create_topic(self, title: str, author: str, *, category: str | None = None) -> Topic:
         title = " ".join(title.split())
         if not title or len(title) > MAX_TITLE:
-            raise ForumError(f"A topic title is 1 to {MAX_TITLE} characters.")
+            raise Refused(f"A topic title is 1 to {MAX_TITLE} characters.")
         category_id = await self.forum.category_id(category or "general")
         if category_id is None:
-            raise ForumError(f"There is no category {category!r}.", 404, "M_NOT_FOUND")
+            raise NotFound(f"There is no category {category!r}.")
         base = slugify(title)
         slug, n = base, 1
         while await self.forum.slug_taken(slug):
@@ -172,8 +161,7 @@ class ForumService:
     # --- comments from the API ----------------------------------------------------------------
 
     def ghost_of(self, author: str) -> UserID:
-        localpart = author.removeprefix("@").split(":", 1)[0]
-        return UserID(f"{self.ghost_prefix}{localpart}:{self.server_name}")
+        return UserID(self.namespace.ghost_id(localpart_of(author)))
 
     async def _ghost(self, author: str) -> UserID:
         ghost = self.ghost_of(author)
@@ -194,12 +182,12 @@ class ForumService:
         self, topic: Topic, author: str, body: str, reply_to: int | None
     ) -> Comment:
         if topic.locked:
-            raise ForumError("This topic is locked.", 423, "M_LOCKED")
+            raise Locked("This topic is locked.")
         parent = None
         if reply_to is not None:
             parent = await self.forum.comment(reply_to)
             if parent is None or parent.topic_id != topic.id:
-                raise ForumError("reply_to is not a comment of this topic.", 400, "M_INVALID_PARAM")
+                raise Refused("reply_to is not a comment of this topic.")
         topic = await self.ensure_room(topic)
         html = markdown_to_html(body)
         async with self.db.transaction():
@@ -279,10 +267,8 @@ class ForumService:
     @staticmethod
     def _own(comment: Comment, author: str) -> None:
         if comment.author != author:
-            raise ForumError("Only the author may change a comment.", 403, "M_FORBIDDEN")
+            raise Forbidden("Only the author may change a comment.")
         if comment.deleted_at is not None:
-            raise ForumError("That comment was deleted.", 404, "M_NOT_FOUND")
+            raise NotFound("That comment was deleted.")
         if comment.source != "api":
-            raise ForumError(
-                "Edit comments written in Matrix from your Matrix client.", 403, "M_FORBIDDEN"
-            )
+            raise Forbidden("Edit comments written in Matrix from your Matrix client.")

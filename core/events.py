@@ -1,11 +1,15 @@
-"""The domain event envelope (ARCHITECTURE section 8) and its NATS subject."""
+"""Domain events (ARCHITECTURE section 8): the envelope, its NATS subject, and the two protocols the
+domain uses: an emitter (an outbox row in the caller's transaction; bridges/events publishes it) and
+a consumer declaration (bridges/events runs it as a durable JetStream consumer)."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -59,3 +63,23 @@ def event_subject(territory: str, event_type: str) -> str:
 def request_subject(territory: str, name: str) -> str:
     """Subjects of request/reply services, e.g. ``unityplan.dk.badge.check``."""
     return f"{SUBJECT_ROOT}.{territory_code(territory)}.{name}"
+
+
+class EventEmitter(Protocol):
+    async def emit(
+        self, event_type: str, data: dict[str, Any], *, actor: str | None = None
+    ) -> EventEnvelope:
+        """Queue ``<aggregate>.<event>`` for publishing; call inside the change's transaction."""
+        ...
+
+
+EventHandler = Callable[[EventEnvelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """``name`` is the durable consumer's name; ``subjects`` the event subjects it takes."""
+
+    name: str
+    subjects: tuple[str, ...]
+    handler: EventHandler
