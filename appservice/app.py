@@ -35,6 +35,7 @@ from commands.permissions import PermissionChecker
 from commands.router import CommandRouter
 from commands.territory import TerritoryCommands
 from core.background import BackgroundTasks
+from core.effects import EffectMetrics, Effects, EffectSender, RetryPolicy
 from core.events import EventEmitter
 from core.matrix import DirectMessenger, MatrixConnection, MatrixSettings
 from core.ports import ContentStore
@@ -44,6 +45,7 @@ from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
 from db.repositories.consumed import ConsumedEventsRepository
 from db.repositories.courses import CourseRepository
 from db.repositories.direct_rooms import DirectRoomRepository
+from db.repositories.effects import EffectRepository
 from db.repositories.forum import ForumRepository
 from db.repositories.gates import GateRepository
 from db.repositories.media import MediaRepository
@@ -61,7 +63,7 @@ from workflows.credentials import CredentialIssuer, load_or_create_signing_key
 from workflows.expiry import ExpiryScheduler
 from workflows.forum import ForumService
 from workflows.gate import GateMetrics, GateService
-from workflows.materials import MaterialStore
+from workflows.materials import DELIVERY, MaterialStore
 
 from .badge_api import add_badge_routes
 from .command_events import CommandMessageHandler
@@ -146,6 +148,7 @@ def build_course_services(
     events: EventEmitter,
     audit: AuditLog,
     content: ContentStore | None,
+    matrix: MatrixConnection | None = None,
 ) -> CourseServices:
     """Courses and badges over their repositories (the appservice and `unityplan course import`)."""
     code = territory_code(config.territory.code)
@@ -174,7 +177,7 @@ def build_course_services(
         audit=audit,
         territory=code,
         command_prefix=prefix,
-        materials=MaterialStore(media, content) if content is not None else None,
+        materials=MaterialStore(media, content, matrix) if content is not None else None,
     )
     return CourseServices(definitions, awards, course_repo, media, badges, courses)
 
@@ -235,10 +238,29 @@ class Platform:
         self.event_metrics = EventMetrics(self.metrics.registry)
         self.badge_checks = BadgeCheckClient(self.nats, self.territories)
         self.messenger = DirectMessenger(self.matrix, DirectRoomRepository(self.territory_db, code))
+        self.effect_repo = EffectRepository(self.territory_db, code)
+        self.effects = Effects(self.effect_repo)
+        self.effect_sender = EffectSender(
+            self.effect_repo,
+            self.effects,
+            self.matrix,
+            self.messenger,
+            EffectMetrics(self.metrics.registry),
+            policy=RetryPolicy(
+                max_attempts=config.appservice.effect_max_attempts,
+                base_seconds=config.appservice.retry_base_seconds,
+                timeout_seconds=config.appservice.effect_timeout_seconds,
+            ),
+        )
 
         # Courses and badges.
         services = build_course_services(
-            config, databases, events=self.events, audit=self.audit, content=self.ipfs
+            config,
+            databases,
+            events=self.events,
+            audit=self.audit,
+            content=self.ipfs,
+            matrix=self.matrix,
         )
         self.badge_definitions = services.definitions
         self.awards = services.awards
@@ -261,7 +283,7 @@ class Platform:
             awards=self.awards,
             definitions=self.badge_definitions,
             badges=self.badges,
-            messenger=self.messenger,
+            effects=self.effects,
             reminder_lead_seconds=config.badges.reminder_lead_hours * 3600,
             interval_seconds=config.badges.expiry_check_seconds,
             command_prefix=prefix,
@@ -273,7 +295,7 @@ class Platform:
             courses=self.course_repo,
             badge_checks=self.badge_checks,
             matrix=self.matrix,
-            messenger=self.messenger,
+            effects=self.effects,
             audit=self.audit,
             metrics=GateMetrics(self.metrics.registry),
             namespace=namespace,
@@ -289,6 +311,7 @@ class Platform:
             forum=self.forum,
             matrix=self.matrix,
             events=self.events,
+            effects=self.effects,
             audit=self.audit,
             namespace=namespace,
             alias_prefix=config.appservice.alias_prefix,
@@ -299,7 +322,7 @@ class Platform:
             media=self.media,
             forum=self.forum,
             ipfs=self.ipfs,
-            matrix_notice=self.messenger,
+            effects=self.effects,
             events=self.events,
             matrix=self.matrix,
             max_bytes=config.media.max_bytes,
@@ -320,8 +343,8 @@ class Platform:
         self.dispatcher = Dispatcher(
             namespace=namespace,
             handlers=[
-                BotInviteHandler(self.matrix, server_name, self.messenger),
-                CommandMessageHandler(self.router, self.matrix),
+                BotInviteHandler(config.bot_user_id, server_name, self.messenger, self.effects),
+                CommandMessageHandler(self.router, self.effects),
                 self.gate,
                 ForumBridge(self.forum, self.forum_service, self.events, self.router.is_command),
                 self.media_bridge,
@@ -331,6 +354,8 @@ class Platform:
             state_store=self.matrix.state_store,
             metrics=self.metrics,
             max_concurrent=config.appservice.max_concurrent_events,
+            max_attempts=config.appservice.event_max_attempts,
+            retry_base_seconds=config.appservice.retry_base_seconds,
         )
         self.endpoints = HomeserverEndpoints(
             hs_token=self.hs_token,
@@ -355,6 +380,10 @@ class Platform:
                 "homeserver": self.matrix.check_reachable,
             }
         )
+        for kind, executor in self.forum_service.executors().items():
+            self.effect_sender.register(kind, executor)
+        if self.courses.materials is not None:
+            self.effect_sender.register(DELIVERY, self.courses.materials.deliver)
         self.web_app = self._web_app()
 
         self._migrated = False
@@ -383,13 +412,15 @@ class Platform:
         bus.add_consumer(
             CourseBadgeAwarder(self.badges, self.config.bot_user_id).spec(self.territory)
         )
-        bus.add_consumer(BadgeNotifier(self.messenger, prefix).spec(self.territory))
+        bus.add_consumer(BadgeNotifier(self.effects, prefix).spec(self.territory))
         bus.add_consumer(self.gate.consumer(self.territory))
         return bus
 
     def _router(self) -> CommandRouter:
         config = self.config
-        router = CommandRouter(config.commands.prefix, self.permissions, self.metrics)
+        router = CommandRouter(
+            config.commands.prefix, self.permissions, self.territory_db.transaction, self.metrics
+        )
         router.register(HelpCommands(router))
         router.register(TerritoryCommands(self.territories, self.territory, config.bot_user_id))
         router.register(
@@ -397,17 +428,17 @@ class Platform:
                 self.badges, self.badge_checks, self.credentials, config.homeserver.domain
             )
         )
-        router.register(CourseCommands(self.courses, self.matrix))
+        router.register(CourseCommands(self.courses, self.matrix, self.effects))
         router.register(GateCommands(self.gate))
         router.register(ForumCommands(self.forum_service, self.permissions))
-        router.register(ModerationCommands(self.matrix, self.audit, self.events))
+        router.register(ModerationCommands(self.matrix, self.effects, self.audit, self.events))
         return router
 
     def _web_app(self) -> web.Application:
         config = self.config
         app = web.Application(middlewares=[json_errors], client_max_size=MAX_REQUEST_BYTES)
         self.endpoints.add_routes(app)
-        add_operational_routes(app, self.health, self._ready_state, self.metrics)
+        add_operational_routes(app, self.health, self._ready_state, self.metrics, self._queue_state)
         add_badge_routes(app, self.credentials)
         ForumApi(
             self.forum,
@@ -428,6 +459,22 @@ class Platform:
             "configuration_loaded": True,
             "database_migrations": "complete" if self._migrated else "pending",
             "homeserver_connected": self._homeserver_connected,
+        }
+
+    async def _queue_state(self) -> dict[str, Any]:
+        """What waits and what was given up (for /ready and /metrics)."""
+        inbox = await self.inbox.counts()
+        effects = await self.effect_repo.counts()
+        new_dead = await self.inbox.dead_since(3600) + await self.effect_repo.dead_since(3600)
+        self.metrics.inbox.clear()
+        for state in ("pending", "done", "failed", "dead"):
+            self.metrics.inbox.labels(state).set(inbox.get(state, 0))
+        await self.effect_sender.refresh_gauges()
+        return {
+            "inbox": {s: inbox.get(s, 0) for s in ("pending", "failed", "dead")},
+            "effects": {s: effects.get(s, 0) for s in ("pending", "dead")},
+            "dead_letters_last_hour": new_dead,
+            "dead_letters_growing": new_dead > 0,
         }
 
     # --- start and stop -----------------------------------------------------------------------
@@ -467,14 +514,19 @@ class Platform:
             self._exit.push_async_callback(component.stop)
         self._exit.push_async_callback(self.background.stop)
 
+        self.background.start(self.effect_sender.run(), name="effects")
+        self._exit.push_async_callback(self.effect_sender.stop)
+        # What a previous run left pending is handled before new transactions are accepted, so a
+        # room's old events never fall behind its new ones.
+        await self.endpoints.recover()
+        self.background.start(self.dispatcher.sweep(), name="inbox-sweeper")
+
         runner = web.AppRunner(self.web_app, access_log=None)
         await runner.setup()
         self._exit.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, config.appservice.hostname, config.appservice.port)
         await site.start()
         log.info("Listening on %s:%d", config.appservice.hostname, config.appservice.port)
-
-        await self.endpoints.recover()
         self.background.start(self._connect_homeserver(), name="homeserver-connect")
         self.background.start(self.expiry.run(), name="badge-expiry")
         self.background.start(self.media_bridge.run(), name="media-queue")

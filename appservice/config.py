@@ -70,6 +70,10 @@ class AppserviceConfig(_Section):
     alias_prefix: str = Field(pattern=r"^[a-z0-9._=\-/]+$")
     allow_legacy_access_token: bool = False
     max_concurrent_events: int = Field(default=8, ge=1, le=64)
+    event_max_attempts: int = Field(default=5, ge=1, le=100)
+    effect_max_attempts: int = Field(default=12, ge=1, le=100)
+    effect_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    retry_base_seconds: float = Field(default=0.5, gt=0, le=60)
 
 
 class DatabaseConfig(_Section):

@@ -1,19 +1,24 @@
 """From recorded transaction events to handlers: drop our own echoes, keep each room in order.
 
 Each event runs in one database transaction of the territory database together with marking it
-handled in the inbox, so a handler's database effects and "handled" commit together. One event
-failing is logged and marked failed; the others go on.
+handled in the inbox, so a handler's database effects (and the Matrix effects it queued) and
+"handled" commit together, or none of them. An event whose handling raised is rolled back and
+retried with backoff (by the sweeper and by the homeserver's retry of its transaction); after
+``max_attempts`` it is dead-lettered, and handlers that answer people say so (with a reference
+number). The other events go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import OrderedDict
 from typing import Protocol
 
 from mautrix.types import Event, StateEvent
 
+from core.effects import caused_by
 from core.ids import Namespace
 from core.matrix import CachedStateStore
 from db.cache import KeyedLocks
@@ -40,7 +45,11 @@ class Dispatcher:
         state_store: CachedStateStore,
         metrics: Metrics,
         max_concurrent: int,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 0.5,
     ) -> None:
+        self.max_attempts = max_attempts
+        self.retry_base_seconds = retry_base_seconds
         self.namespace = namespace
         self.handlers = handlers
         self.inbox = inbox
@@ -72,23 +81,100 @@ class Dispatcher:
             event = Event.deserialize(item.event)
         except Exception as exc:
             log.warning("Unreadable event %s: %s", item.event_id, exc)
-            self.metrics.events.labels(event_type, "failed").inc()
-            await self.inbox.mark(item.event_id, "failed", f"unreadable: {exc}")
+            self.metrics.events.labels(_kind(event_type), "dead").inc()
+            await self.inbox.give_up(item.event_id, item.attempts + 1, f"unreadable: {exc}")
             return
         if isinstance(event, StateEvent):
             await self.state_store.update_state(event)
         if self.is_own(str(event.sender)):
-            self.metrics.events.labels(event_type, "dropped_echo").inc()
+            self.metrics.events.labels(_kind(event_type), "dropped_echo").inc()
             await self.inbox.mark(item.event_id, "done")
             return
-        try:
-            async with self.db.transaction():
-                for handler in self.handlers:
-                    await handler.handle(event)
-                await self.inbox.mark(item.event_id, "done")
-        except Exception as exc:
-            log.exception("Handling %s %s in %s failed", event_type, item.event_id, item.room_id)
-            self.metrics.events.labels(event_type, "failed").inc()
-            await self.inbox.mark(item.event_id, "failed", f"{type(exc).__name__}: {exc}"[:500])
+        with caused_by(f"event:{item.event_id}"):
+            try:
+                async with self.db.transaction():
+                    if not await self.inbox.claim(item.event_id):
+                        return  # settled meanwhile (a concurrent retry of the same event)
+                    for handler in self.handlers:
+                        await handler.handle(event)
+                    await self.inbox.mark(item.event_id, "done")
+            except Exception as exc:
+                await self._failed(item, event, exc)
+                return
+        self.metrics.events.labels(_kind(event_type), "handled").inc()
+
+    async def _failed(self, item: InboxEvent, event: Event, exc: Exception) -> None:
+        """Everything the handlers did was rolled back: retry later, or give up and say so."""
+        event_type = _kind(str(item.event.get("type", "?")))
+        attempts = item.attempts + 1
+        reason = f"{type(exc).__name__}: {exc}"
+        if attempts < self.max_attempts:
+            delay = self.retry_delay(attempts)
+            log.warning(
+                "Handling %s %s in %s failed (attempt %d, retry in %.1f s): %s",
+                event_type,
+                item.event_id,
+                item.room_id,
+                attempts,
+                delay,
+                reason,
+                exc_info=attempts == 1,
+            )
+            self.metrics.events.labels(event_type, "retried").inc()
+            await self.inbox.retry_later(item.event_id, attempts, delay, reason)
             return
-        self.metrics.events.labels(event_type, "handled").inc()
+        ref = secrets.token_hex(3).upper()
+        log.error(
+            "Handling %s %s in %s failed %d times; giving up (ref %s)",
+            event_type,
+            item.event_id,
+            item.room_id,
+            attempts,
+            ref,
+            exc_info=exc,
+        )
+        self.metrics.events.labels(event_type, "dead").inc()
+        async with self.db.transaction():
+            await self.inbox.give_up(item.event_id, attempts, f"{reason} (ref {ref})")
+            for handler in self.handlers:
+                given_up = getattr(handler, "given_up", None)
+                if given_up is not None:
+                    await given_up(event, ref)
+
+    def retry_delay(self, attempts: int) -> float:
+        return float(min(self.retry_base_seconds * 2 ** (attempts - 1), 60.0))
+
+    async def sweep(self, *, idle_seconds: float = 1.0) -> None:
+        """Retry failed events when they come due (a background loop)."""
+        while True:
+            try:
+                due = await self.inbox.pending()
+                if due:
+                    await self.dispatch(due)
+                wait = await self.inbox.next_retry_in()
+            except Exception as exc:
+                log.warning("The inbox sweeper could not run (%s); trying again", exc)
+                wait = None
+            await asyncio.sleep(min(wait if wait is not None else idle_seconds, idle_seconds))
+
+
+# Event types are chosen by senders: metrics label them from a fixed set.
+_KNOWN_TYPES = frozenset(
+    {
+        "m.room.message",
+        "m.room.member",
+        "m.room.redaction",
+        "m.reaction",
+        "m.room.tombstone",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.create",
+        "m.room.name",
+        "m.room.topic",
+        "m.room.encrypted",
+    }
+)
+
+
+def _kind(event_type: str) -> str:
+    return event_type if event_type in _KNOWN_TYPES else "other"

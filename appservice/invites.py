@@ -1,49 +1,44 @@
-"""The bot joins rooms (and DMs) it is invited to by users of its own homeserver."""
+"""The bot joins rooms (and DMs) it is invited to by users of its own homeserver; the join (or the
+refusal) is an effect that leaves after the event's transaction commits."""
 
 from __future__ import annotations
 
 import logging
 
-from mautrix.errors import MatrixError
 from mautrix.types import Event, EventType, Membership, StateEvent
 
-from core.matrix import DirectMessenger, MatrixConnection
+from core.effects import Effects
+from core.ids import server_of
+from core.matrix import DirectMessenger
 
 log = logging.getLogger("unityplan.invites")
 
 
 class BotInviteHandler:
     def __init__(
-        self, matrix: MatrixConnection, server_name: str, messenger: DirectMessenger
+        self, bot_user_id: str, server_name: str, messenger: DirectMessenger, effects: Effects
     ) -> None:
-        self.matrix = matrix
+        self.bot_user_id = bot_user_id
         self.server_name = server_name
         self.messenger = messenger
+        self.effects = effects
 
     async def handle(self, event: Event) -> None:
         if not (
             isinstance(event, StateEvent)
             and event.type == EventType.ROOM_MEMBER
-            and event.state_key == self.matrix.bot_user_id
+            and event.state_key == self.bot_user_id
             and event.content.membership == Membership.INVITE
         ):
             return
-        inviter_server = str(event.sender).split(":", 1)[1]
-        bot = self.matrix.bot
-        if inviter_server != self.server_name:
+        if server_of(str(event.sender)) != self.server_name:
             log.info("Declining invite to %s from remote user %s", event.room_id, event.sender)
-            await bot.leave_room(
+            await self.effects.leave(
                 event.room_id,
                 reason="This bot only joins rooms on invitation from its own homeserver.",
             )
             return
-        try:
-            await bot.join_room_by_id(event.room_id)
-        except MatrixError as exc:
-            log.warning(
-                "Could not join %s after an invite from %s: %s", event.room_id, event.sender, exc
-            )
-            return
-        log.info("Joined %s on invitation from %s", event.room_id, event.sender)
+        await self.effects.join(event.room_id)
+        log.info("Joining %s on invitation from %s", event.room_id, event.sender)
         if event.content.is_direct:
             await self.messenger.remember(event.sender, event.room_id)

@@ -6,6 +6,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -35,7 +36,13 @@ class Metrics(CommandMetrics):
         self.events = Counter(
             "unityplan_events",
             "Matrix events from transactions, by type and result",
-            ["type", "result"],  # handled, failed, dropped_echo, duplicate
+            ["type", "result"],  # handled, retried, dead, dropped_echo
+            registry=self.registry,
+        )
+        self.inbox = Gauge(
+            "unityplan_inbox_events",
+            "Events in the inbox by state (pending, done, failed: waiting for a retry, dead)",
+            ["state"],
             registry=self.registry,
         )
         self.commands = Counter(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,10 +28,15 @@ from .metrics import Metrics
 log = logging.getLogger("unityplan.http")
 
 ReadyState = Callable[[], dict[str, Any]]
+QueueState = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def add_operational_routes(
-    app: web.Application, health: HealthChecks, ready_state: ReadyState, metrics: Metrics
+    app: web.Application,
+    health: HealthChecks,
+    ready_state: ReadyState,
+    metrics: Metrics,
+    queue_state: QueueState,
 ) -> None:
     async def get_health(_: web.Request) -> web.Response:
         status, body = await health.health()
@@ -40,9 +45,18 @@ def add_operational_routes(
     async def get_ready(_: web.Request) -> web.Response:
         checks = ready_state()
         ready = all(value in (True, "complete") for value in checks.values())
-        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+        body: dict[str, Any] = {"ready": ready, "checks": checks}
+        try:
+            body["queues"] = await queue_state()  # a growing dead-letter backlog shows here
+        except Exception as exc:
+            body["queues"] = {"error": f"unavailable: {type(exc).__name__}"}
+        return web.json_response(body, status=200 if ready else 503)
 
     async def get_metrics(_: web.Request) -> web.Response:
+        try:
+            await queue_state()  # refreshes the queue gauges
+        except Exception:
+            log.debug("Queue gauges not refreshed", exc_info=True)
         response = web.Response(body=metrics.render())
         response.content_type = "text/plain"
         response.headers["Content-Type"] = metrics.content_type

@@ -2,8 +2,9 @@
 
 Authentication: ``Authorization: Bearer <hs_token>`` compared in constant time; no token → 401
 M_UNAUTHORIZED, a wrong one → 403 M_FORBIDDEN, and nothing is read or recorded. A transaction is
-recorded durably once per (homeserver, txnId); replays get 200 with no effect. The 200 is sent only
-after every event was handled and committed.
+recorded durably once per (homeserver, txnId); replays do nothing twice. The 200 is sent only after
+every event was handled and committed or dead-lettered; until then the answer is 503 and the
+homeserver retries the same transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core.errors import Forbidden, NotFound, Refused, Unauthenticated
+from core.errors import Forbidden, NotFound, Refused, Unauthenticated, Unavailable
 from db.repositories.transactions import TransactionRepository, transaction_digest
 
 from .dispatcher import Dispatcher
@@ -109,35 +110,60 @@ class HomeserverEndpoints:
                 len(raw_events) - len(events),
             )
         txn_id = request.match_info["txn_id"]
-        replayed = await self._handle_once(txn_id, events)
+        try:
+            replayed = await self._handle_once(txn_id, events)
+        except Unavailable:
+            self.metrics.transactions.labels("retry_later").inc()
+            raise
         self.metrics.transactions.labels("replayed" if replayed else "handled").inc()
         self.metrics.transaction_seconds.observe(time.monotonic() - started)
         return web.json_response({})
 
     async def _handle_once(self, txn_id: str, events: list[dict[str, Any]]) -> bool:
-        """Record and handle a transaction; True when it was a replay (nothing was done)."""
+        """Record and handle a transaction; True when it was a replay.
+
+        Answered (returns) only once every event of it is done or dead-lettered: a replay first
+        handles what is still pending or failed. Otherwise ``Unavailable`` is raised (503) and the
+        homeserver retries the same transaction later, which keeps the order of later ones.
+        """
         key = (txn_id, transaction_digest(events))
         running = self._in_flight.get(key)
         if running is not None:
-            # The same transaction is being handled right now: answer when it is done.
+            # The same transaction is being handled right now: its outcome is ours.
             await asyncio.shield(running)
             return True
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = done
         try:
             fresh = await self.inbox.record(self.homeserver, txn_id, events)
-            if fresh is None:
-                log.info("Transaction %s was handled before; answering without redoing it", txn_id)
-                return True
-            await self.dispatcher.dispatch(fresh)
+            replay = fresh is None
+            if replay:
+                fresh = await self.inbox.unsettled(self.homeserver, *key)
+                if fresh:
+                    log.info(
+                        "Transaction %s: handling %d events left unsettled before",
+                        txn_id,
+                        len(fresh),
+                    )
+            if fresh:
+                await self.dispatcher.dispatch(fresh)
+            waiting = await self.inbox.unsettled(self.homeserver, *key)
+            if waiting:
+                raise Unavailable(
+                    f"{len(waiting)} events of transaction {txn_id} wait for another attempt"
+                )
             await self.inbox.complete(self.homeserver, *key)
-            return False
+            done.set_result(None)
+            return replay
+        except BaseException as exc:
+            done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            done.exception()  # retrieved: waiters re-raise it, nobody else needs to
+            raise
         finally:
             del self._in_flight[key]
-            done.set_result(None)
 
     async def recover(self) -> int:
-        """Handle inbox events left pending by a crash; returns how many were found."""
+        """Handle inbox events left pending by a crash (before the listener accepts new work)."""
         pending = await self.inbox.pending()
         if pending:
             log.info("Handling %d events left pending by the previous run", len(pending))
@@ -145,7 +171,8 @@ class HomeserverEndpoints:
             for homeserver, txn_id, digest in {
                 (e.homeserver, e.txn_id, e.txn_digest) for e in pending
             }:
-                await self.inbox.complete(homeserver, txn_id, digest)
+                if not await self.inbox.unsettled(homeserver, txn_id, digest):
+                    await self.inbox.complete(homeserver, txn_id, digest)
         return len(pending)
 
     async def get_user(self, request: web.Request) -> web.Response:

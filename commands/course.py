@@ -5,6 +5,7 @@ from __future__ import annotations
 from mautrix.errors import MatrixError
 from mautrix.types import ContentURI, EventID, MediaMessageEventContent, MessageType, RoomID
 
+from core.effects import Effects
 from core.errors import Refused, TooLarge, Unavailable
 from core.html import code, escape, markdown_to_html
 from core.matrix import MatrixConnection
@@ -24,9 +25,10 @@ def _percent(score: float) -> str:
 
 
 class CourseCommands:
-    def __init__(self, courses: CourseService, matrix: MatrixConnection) -> None:
+    def __init__(self, courses: CourseService, matrix: MatrixConnection, effects: Effects) -> None:
         self.courses = courses
-        self.matrix = matrix
+        self.matrix = matrix  # reads only (the course file replied to); sends are effects
+        self.effects = effects
 
     @command("course list", help="Published courses with their badge and prerequisites")
     async def list(self, ctx: CommandContext) -> None:
@@ -96,7 +98,9 @@ class CourseCommands:
             store = self.courses.materials
             if store is not None:
                 for material in await store.of_lesson(step.course.id, lesson.position):
-                    await store.deliver(self.matrix, ctx.room_id, material)
+                    await store.queue_delivery(
+                        self.effects, ctx.room_id, step.course.id, lesson.position, material
+                    )
         elif isinstance(step, QuestionStep):
             question, total = step.question, step.course.question_count
             again = " (still open)" if step.repeated else ""

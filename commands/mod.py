@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from mautrix.errors import MatrixError
 from mautrix.types import RoomID, UserID
 
-from core.errors import Refused
+from core.effects import Effects
+from core.errors import Forbidden
 from core.events import EventEmitter
 from core.html import code, escape
 from core.matrix import MatrixConnection
@@ -24,25 +24,33 @@ def _count(value: str) -> int:
 
 
 class ModerationCommands:
-    def __init__(self, matrix: MatrixConnection, audit: AuditLog, events: EventEmitter) -> None:
+    def __init__(
+        self, matrix: MatrixConnection, effects: Effects, audit: AuditLog, events: EventEmitter
+    ) -> None:
         self.matrix = matrix
+        self.effects = effects
         self.audit = audit
         self.events = events
 
     async def _act(
         self, ctx: CommandContext, action: str, user: UserID, reason: str | None
     ) -> None:
-        bot, room = self.matrix.bot, RoomID(ctx.room_id)
+        # The bot acts with its own power: the sender must be entitled to the act themselves.
+        levels = await self.matrix.effective_power_levels(RoomID(ctx.room_id))
+        mine = levels.get_user_level(UserID(ctx.sender))
+        theirs = levels.get_user_level(user)
+        needed = levels.kick if action == "kick" else levels.ban
+        if mine < needed:
+            raise Forbidden(
+                f"You may not {action} in this room: it needs power level {needed}, you have {mine}."
+            )
+        if action != "unban" and theirs >= mine:
+            raise Forbidden(
+                f"You may not {action} {user}: their power level ({theirs}) is not below yours "
+                f"({mine})."
+            )
         why = f"{reason or 'no reason given'} (by {ctx.sender})"
-        try:
-            if action == "kick":
-                await bot.kick_user(room, user, reason=why)
-            elif action == "ban":
-                await bot.ban_user(room, user, reason=why)
-            else:
-                await bot.unban_user(room, user, reason=why)
-        except MatrixError as exc:
-            raise Refused(f"I could not {action} {user}: {exc}") from exc
+        await self.effects.membership(action, ctx.room_id, user, why)
         await self.audit.record(
             ctx.sender,
             f"moderation.{action}",

@@ -1,8 +1,10 @@
 """Parse a message, find its command, check permissions, parse arguments, run, reply.
 
-Every outcome is a reply: usage line for bad arguments, the missing permission for refusals, a
-reference number for unexpected errors (whose details go to the log). Text that is not a command is
-ignored.
+Every outcome is a reply: usage line for bad arguments, the missing permission for refusals, the
+sentence of a domain refusal. A handler runs in a savepoint: a refusal rolls back everything it wrote
+before the reply is recorded. An unexpected error propagates, so the whole event rolls back and is
+retried; once it is given up the sender gets a reference number (``reply_given_up``). Text that is
+not a command is ignored.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import enum
 import logging
 import re
-import secrets
 import shlex
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,7 @@ from .permissions import Permission, PermissionChecker
 log = logging.getLogger("unityplan.commands")
 
 Reply = Callable[[str], Awaitable[None]]
+Atomic = Callable[[], AbstractAsyncContextManager[object]]
 Handler = Callable[..., Awaitable[None]]
 
 
@@ -70,8 +73,10 @@ class CommandRouter:
         self,
         prefix: str,
         permissions: PermissionChecker,
+        atomic: Atomic,
         metrics: CommandMetrics | None = None,
     ) -> None:
+        self.atomic = atomic  # the territory database's transaction(): a savepoint in an event
         self.prefix = prefix
         self.permissions = permissions
         self.metrics = metrics or CommandMetrics()
@@ -141,18 +146,16 @@ class CommandRouter:
             else:
                 outcome = await self._run(ctx, bound, rest)
         except Exception:
-            ref = secrets.token_hex(3).upper()
-            log.exception("Command %r from %s in %s failed (ref %s)", name, sender, room_id, ref)
-            outcome = Outcome.ERROR
-            try:
-                await reply(
-                    f"Something went wrong (ref: <code>{ref}</code>). "
-                    "A territory admin can find the details in the log."
-                )
-            except Exception:
-                log.exception("Could not send the error reply for ref %s", ref)
+            self.metrics.observe(name, Outcome.ERROR, time.monotonic() - started)
+            raise  # rolled back and retried by the dispatcher; reply_given_up answers at the end
         self.metrics.observe(name, outcome, time.monotonic() - started)
         return outcome
+
+    async def reply_given_up(self, reply: Reply, ref: str) -> None:
+        await reply(
+            f"Something went wrong (ref: <code>{escape(ref)}</code>). "
+            "A territory admin can find the details in the log."
+        )
 
     def _resolve(self, text: str) -> tuple[BoundCommand | None, str]:
         words = text.split()
@@ -191,7 +194,8 @@ class CommandRouter:
             await ctx.reply(_usage(spec, self.prefix, str(exc)))
             return Outcome.USAGE
         try:
-            await bound.handler(ctx, **kwargs)
+            async with self.atomic():  # a savepoint: a refusal undoes the handler's writes
+                await bound.handler(ctx, **kwargs)
         except UsageError as exc:
             await ctx.reply(_usage(spec, self.prefix, str(exc)))
             return Outcome.USAGE

@@ -14,7 +14,7 @@ from mautrix.api import Path as ClientPath
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store import MemoryStateStore
-from mautrix.errors import MatrixError
+from mautrix.errors import MatrixError, MatrixRequestError
 from mautrix.types import (
     EventType,
     Format,
@@ -168,6 +168,9 @@ class MatrixConnection:
 
 
 class DirectMessenger:
+    """Delivers the bot's notices to one user in their DM room, created when needed. Runs as the
+    executor of ``matrix.dm`` effects (after commit), never inside a database transaction."""
+
     def __init__(self, matrix: MatrixConnection, rooms: DirectRoomRepository) -> None:
         self.matrix = matrix
         self.rooms = rooms
@@ -176,13 +179,15 @@ class DirectMessenger:
         """A DM the user opened with the bot (an invite with is_direct)."""
         await self.rooms.set(user_id, room_id)
 
-    async def send(self, user_id: str, html: str) -> RoomID:
+    async def send(self, user_id: str, html: str, *, txn_id: str | None = None) -> RoomID:
         room_id = await self.rooms.get(user_id)
         if room_id is not None:
             try:
-                await self._notice(RoomID(room_id), html)
+                await self._notice(RoomID(room_id), html, txn_id)
                 return RoomID(room_id)
-            except MatrixError as exc:
+            except MatrixRequestError as exc:
+                if not 400 <= (exc.http_status or 0) < 500 or exc.http_status == 429:
+                    raise  # the homeserver is struggling: retry later, in the same room
                 dm_log.info(
                     "DM room %s with %s is unusable (%s); opening a new one", room_id, user_id, exc
                 )
@@ -193,10 +198,10 @@ class DirectMessenger:
             name=None,
         )
         await self.rooms.set(user_id, new_room)
-        await self._notice(new_room, html)
+        await self._notice(new_room, html, txn_id)
         return new_room
 
-    async def _notice(self, room_id: RoomID, html: str) -> None:
+    async def _notice(self, room_id: RoomID, html: str, txn_id: str | None) -> None:
         await self.matrix.bot.send_message_event(
             room_id,
             EventType.ROOM_MESSAGE,
@@ -206,4 +211,5 @@ class DirectMessenger:
                 format=Format.HTML,
                 formatted_body=html,
             ),
+            txn_id=txn_id,
         )

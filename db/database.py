@@ -2,7 +2,8 @@
 
 ``Database.acquire()`` and ``Database.transaction()`` reuse the connection of an enclosing
 ``transaction()`` of the same database (through a ContextVar), so repository calls made inside a
-handler's transaction join it instead of opening their own.
+handler's transaction join it instead of opening their own; a nested ``transaction()`` is a
+savepoint.
 """
 
 from __future__ import annotations
@@ -101,10 +102,12 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction; inside another transaction() of this database, join it."""
+        """A transaction; inside another transaction() of this database, a savepoint of it (so an
+        inner failure rolls back only the inner work, and the outer commit takes the rest)."""
         current = self._current.get()
         if current is not None:
-            yield current
+            async with current.transaction():
+                yield current
             return
         callbacks: list[Callable[[], None]] = []
         after = self._after.set(callbacks)
@@ -120,6 +123,11 @@ class Database:
             # Cache invalidations: safe after a rollback too, needed after a commit.
             for callback in callbacks:
                 callback()
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether the caller runs inside a transaction() of this database."""
+        return self._current.get() is not None
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the enclosing transaction has ended (at once outside one)."""

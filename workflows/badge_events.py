@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
+from core.effects import Effects
 from core.events import ConsumerSpec, EventEnvelope, event_subject
 from core.html import code, escape
-from core.matrix import DirectMessenger
 
 from .badges import BadgeService
 
@@ -40,8 +40,8 @@ class CourseBadgeAwarder:
 class BadgeNotifier:
     TYPES = ("badge.awarded", "badge.renewed", "badge.revoked", "badge.expired")
 
-    def __init__(self, messenger: DirectMessenger, command_prefix: str) -> None:
-        self.messenger = messenger
+    def __init__(self, effects: Effects, command_prefix: str) -> None:
+        self.effects = effects
         self.prefix = command_prefix
 
     def spec(self, territory: str) -> ConsumerSpec:
@@ -73,4 +73,4 @@ class BadgeNotifier:
                 f"{escape(data['badge'])}"
                 "</code> to see how to renew it."
             )
-        await self.messenger.send(data["user_id"], text)
+        await self.effects.dm(data["user_id"], text)

@@ -7,10 +7,10 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from core.effects import Effects, caused_by
 from core.html import code, escape
-from core.matrix import DirectMessenger
 from db.database import Database
-from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
+from db.repositories.badges import Award, AwardRepository, BadgeDefinitionRepository
 
 from .badges import BadgeService
 
@@ -25,7 +25,7 @@ class ExpiryScheduler:
         awards: AwardRepository,
         definitions: BadgeDefinitionRepository,
         badges: BadgeService,
-        messenger: DirectMessenger,
+        effects: Effects,
         reminder_lead_seconds: float,
         interval_seconds: float,
         command_prefix: str,
@@ -35,7 +35,7 @@ class ExpiryScheduler:
         self.awards = awards
         self.definitions = definitions
         self.badges = badges
-        self.messenger = messenger
+        self.effects = effects
         self.reminder_lead_seconds = reminder_lead_seconds
         self.interval_seconds = interval_seconds
 
@@ -50,30 +50,44 @@ class ExpiryScheduler:
             await asyncio.sleep(self.interval_seconds)
 
     async def tick(self) -> tuple[int, int]:
-        """One pass: send due reminders, expire due awards. Returns (reminded, expired)."""
-        reminded = 0
-        async with self.db.transaction():
-            for award in await self.awards.due_reminders(self.reminder_lead_seconds):
-                assert award.expires_at is not None
-                badge = await self.definitions.get(award.badge_slug)
-                name = escape(badge.name if badge else award.badge_slug)
-                left = award.expires_at - datetime.now(UTC)
-                await self.messenger.send(
-                    award.user_id,
-                    f"⏰ Your badge <strong>{name}</strong> ({code(award.badge_slug)}) expires on "
-                    f"{award.expires_at:%Y-%m-%d %H:%M} UTC ({_humanise(left.total_seconds())} "
-                    f"from now). Send <code>{escape(self.prefix)}badge renew {escape(award.badge_slug)}</code> to "
-                    "see how to renew it.",
-                )
-                await self.awards.mark_reminded(award.id)
+        """One pass: send due reminders, expire due awards. Returns (reminded, expired).
+
+        Each reminder and each expiry is its own transaction (the reminder DM is an effect queued
+        with it), so one that fails is logged and retried next pass while the others go on, and
+        the expiry phase always runs."""
+        reminded = expired = 0
+        for award in await self.awards.due_reminders(self.reminder_lead_seconds):
+            try:
+                with caused_by(f"badge-reminder:{award.id}"):
+                    async with self.db.transaction():
+                        await self._remind(award)
                 reminded += 1
-        expired = 0
+            except Exception:
+                log.exception("Reminder for award %d failed; trying again next pass", award.id)
         for award in await self.awards.due_expiries():
-            await self.badges.expire(award)
-            expired += 1
+            try:
+                with caused_by(f"badge-expiry:{award.id}"):
+                    await self.badges.expire(award)
+                expired += 1
+            except Exception:
+                log.exception("Expiring award %d failed; trying again next pass", award.id)
         if reminded or expired:
-            log.info("Badge expiry: %d reminders sent, %d badges expired", reminded, expired)
+            log.info("Badge expiry: %d reminders queued, %d badges expired", reminded, expired)
         return reminded, expired
+
+    async def _remind(self, award: Award) -> None:
+        assert award.expires_at is not None
+        badge = await self.definitions.get(award.badge_slug)
+        name = escape(badge.name if badge else award.badge_slug)
+        left = award.expires_at - datetime.now(UTC)
+        renew = f"{self.prefix}badge renew {award.badge_slug}"
+        await self.effects.dm(
+            award.user_id,
+            f"⏰ Your badge <strong>{name}</strong> ({code(award.badge_slug)}) expires on "
+            f"{award.expires_at:%Y-%m-%d %H:%M} UTC ({_humanise(left.total_seconds())} "
+            f"from now). Send {code(renew)} to see how to renew it.",
+        )
+        await self.awards.mark_reminded(award.id)
 
 
 def _humanise(seconds: float) -> str:

@@ -10,22 +10,24 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from typing import Any
 
-from mautrix.errors import MatrixError
+from mautrix.errors import MatrixError, MatrixRequestError
 from mautrix.types import (
     EventID,
     EventType,
     Format,
     InReplyTo,
     MessageType,
-    PowerLevelStateEventContent,
     RelatesTo,
+    RoomAlias,
     RoomCreatePreset,
     RoomID,
     TextMessageEventContent,
     UserID,
 )
 
+from core.effects import Effects, Executor, PermanentFailure
 from core.errors import Forbidden, Locked, NotFound, Refused
 from core.events import EventEmitter
 from core.html import html_to_text, markdown_to_html
@@ -33,6 +35,7 @@ from core.ids import Namespace, localpart_of
 from core.matrix import MatrixConnection
 from db.database import Database
 from db.repositories.audit import AuditLog
+from db.repositories.effects import EffectRow
 from db.repositories.forum import Comment, ForumRepository, Topic
 
 log = logging.getLogger("unityplan.forum")
@@ -40,6 +43,10 @@ log = logging.getLogger("unityplan.forum")
 TOPIC_STATE = EventType.find("org.unityplan.forum.topic", EventType.Class.STATE)
 MAX_TITLE = 200
 LOCKED_LEVEL = 50
+ROOM_EFFECT = "forum.room"
+COMMENT_EFFECT = "forum.comment"
+FOLLOW_EFFECT = "forum.follow"
+WAIT_SECONDS = 10.0  # how long an API answer waits for the room or the message to exist
 
 
 def slugify(title: str) -> str:
@@ -55,6 +62,7 @@ class ForumService:
         forum: ForumRepository,
         matrix: MatrixConnection,
         events: EventEmitter,
+        effects: Effects,
         audit: AuditLog,
         namespace: Namespace,
         alias_prefix: str,
@@ -66,6 +74,7 @@ class ForumService:
         self.forum = forum
         self.matrix = matrix
         self.events = events
+        self.effects = effects
         self.namespace = namespace
         self.server_name = namespace.server_name
         self.alias_prefix = alias_prefix
@@ -94,22 +103,63 @@ class ForumService:
                 {"topic_id": topic.id, "title": title, "slug": slug, "alias": self.alias_of(topic)},
                 actor=author,
             )
-        return await self.ensure_room(topic)
+            room = await self._queue_room(topic)
+        if self.db.in_transaction:
+            return topic  # inside a chat command: the room is made once the command commits
+        return await self._waited(topic, room)
+
+    # --- effects: the topic's room, and comments from the API sent by ghosts -----------------
+
+    @staticmethod
+    def room_key(topic_id: int) -> str:
+        """A topic's effects keep their order even before its room exists."""
+        return f"topic:{topic_id}"
+
+    async def _queue_room(self, topic: Topic) -> str:
+        return await self.effects.record(
+            ROOM_EFFECT, {"topic_id": topic.id}, room_key=self.room_key(topic.id)
+        )
+
+    async def _waited(self, topic: Topic, txn_id: str) -> Topic:
+        """After commit: the topic once its room exists (the sender makes it at once)."""
+        await self.effects.result(txn_id, timeout=WAIT_SECONDS)
+        return await self.forum.topic(topic.id) or topic
+
+    def executors(self) -> dict[str, Executor]:
+        return {
+            ROOM_EFFECT: self._room_effect,
+            COMMENT_EFFECT: self._comment_effect,
+            FOLLOW_EFFECT: self._follow_effect,
+        }
+
+    async def _room_effect(self, effect: EffectRow) -> dict[str, Any]:
+        topic = await self.forum.topic(int(effect.payload["topic_id"]))
+        if topic is None:
+            raise PermanentFailure("the topic is gone")
+        return {"room_id": (await self.ensure_room(topic)).matrix_room_id}
 
     async def ensure_room(self, topic: Topic) -> Topic:
-        """Create the topic's room when it has none yet."""
+        """Create the topic's room when it has none yet. Idempotent: the alias is fixed, so a
+        second attempt (a retry, the homeserver's alias query racing the sender) finds the room."""
         if topic.matrix_room_id:
             return topic
-        room_id = await self.matrix.bot.create_room(
-            alias_localpart=f"{self.alias_prefix}{topic.slug}",
-            preset=RoomCreatePreset.PUBLIC,
-            name=topic.title,
-            topic=f"Forum topic {topic.id}: {topic.title}",
-            power_level_override={"users": {UserID(m): LOCKED_LEVEL for m in self.moderators}},
-            initial_state=[
-                {"type": str(TOPIC_STATE), "state_key": "", "content": {"topic_id": topic.id}}
-            ],
-        )
+        localpart = f"{self.alias_prefix}{topic.slug}"
+        try:
+            room_id = await self.matrix.bot.create_room(
+                alias_localpart=localpart,
+                preset=RoomCreatePreset.PUBLIC,
+                name=topic.title,
+                topic=f"Forum topic {topic.id}: {topic.title}",
+                power_level_override={"users": {UserID(m): LOCKED_LEVEL for m in self.moderators}},
+                initial_state=[
+                    {"type": str(TOPIC_STATE), "state_key": "", "content": {"topic_id": topic.id}}
+                ],
+            )
+        except MatrixRequestError as exc:
+            if exc.errcode != "M_ROOM_IN_USE":
+                raise
+            found = await self.matrix.bot.resolve_room_alias(RoomAlias(self.alias_of(topic)))
+            room_id = found.room_id
         await self.forum.set_room(topic.id, room_id)
         updated = await self.forum.topic(topic.id)
         assert updated is not None
@@ -132,11 +182,7 @@ class ForumService:
         """Locked: only moderators may write in the room, and the API refuses new comments."""
         assert topic.matrix_room_id
         room = RoomID(topic.matrix_room_id)
-        levels: PowerLevelStateEventContent = await self.matrix.bot.get_power_levels(
-            room, ignore_cache=True
-        )
-        levels.events_default = LOCKED_LEVEL if locked else 0
-        await self.matrix.bot.set_power_levels(room, levels)
+        await self.effects.power_levels(room, {"events_default": LOCKED_LEVEL if locked else 0})
         await self.forum.set_locked(topic.id, locked)
         await self.audit.record(
             actor,
@@ -149,6 +195,27 @@ class ForumService:
             {"action": "lock" if locked else "unlock", "room_id": room, "topic_id": topic.id},
             actor=actor,
         )
+
+    async def queue_follow(self, topic: Topic, old_room: str, new_room: str) -> None:
+        await self.effects.record(
+            FOLLOW_EFFECT,
+            {"topic_id": topic.id, "old_room": old_room, "new_room": new_room},
+            room_key=self.room_key(topic.id),
+        )
+
+    async def _follow_effect(self, effect: EffectRow) -> None:
+        """The executor of ``forum.follow``: join the new room and move the topic there."""
+        p = effect.payload
+        new_room = RoomID(p["new_room"])
+        bot = self.matrix.bot
+        await bot.join_room_by_id(new_room)
+        create = await bot.get_state_event(new_room, EventType.ROOM_CREATE)
+        predecessor = (create.serialize().get("predecessor") or {}).get("room_id")
+        if predecessor != p["old_room"]:
+            raise PermanentFailure(
+                f"{new_room} claims to replace {p['old_room']} but its predecessor is {predecessor}"
+            )
+        await self.follow_upgrade(p["old_room"], new_room)
 
     async def follow_upgrade(self, old_room: str, new_room: str) -> Topic | None:
         topic = await self.forum.topic_by_room(old_room)
@@ -171,7 +238,7 @@ class ForumService:
             own = await self.matrix.bot.get_displayname(UserID(author))
         except MatrixError:
             own = None
-        name = f"{own or author.removeprefix('@').split(':', 1)[0]} (forum)"
+        name = f"{own or localpart_of(author)} (forum)"
         try:
             await intent.set_displayname(name)
         except MatrixError:
@@ -188,9 +255,10 @@ class ForumService:
             parent = await self.forum.comment(reply_to)
             if parent is None or parent.topic_id != topic.id:
                 raise Refused("reply_to is not a comment of this topic.")
-        topic = await self.ensure_room(topic)
         html = markdown_to_html(body)
         async with self.db.transaction():
+            if not topic.matrix_room_id:
+                await self._queue_room(topic)
             comment = await self.forum.add_comment(
                 topic.id,
                 author=author,
@@ -212,57 +280,83 @@ class ForumService:
                 },
                 actor=author,
             )
-        ghost = await self._ghost(author)
-        content = TextMessageEventContent(
-            msgtype=MessageType.TEXT,
-            body=html_to_text(html) or body,
-            format=Format.HTML,
-            formatted_body=html,
-        )
-        if parent is not None and parent.matrix_event_id:
-            content.relates_to = RelatesTo(
-                in_reply_to=InReplyTo(event_id=EventID(parent.matrix_event_id))
+            sent = await self.effects.record(
+                COMMENT_EFFECT, {"comment_id": comment.id}, room_key=self.room_key(topic.id)
             )
-        event_id = await self.matrix.ghost(ghost).send_message_event(
-            RoomID(topic.matrix_room_id or ""), EventType.ROOM_MESSAGE, content
-        )
-        await self.forum.set_comment_event(comment.id, event_id)
+        if not self.db.in_transaction:
+            await self.effects.result(sent, timeout=WAIT_SECONDS)
         updated = await self.forum.comment(comment.id)
         assert updated is not None
         return updated
 
+    async def _comment_effect(self, effect: EffectRow) -> dict[str, Any]:
+        """The executor of ``forum.comment``: the author's ghost says it in the topic's room."""
+        comment = await self.forum.comment(int(effect.payload["comment_id"]))
+        if comment is None:
+            raise PermanentFailure("the comment is gone")
+        if comment.matrix_event_id:
+            return {"event_id": comment.matrix_event_id}
+        topic = await self.forum.topic(comment.topic_id)
+        if topic is None:
+            raise PermanentFailure("the topic is gone")
+        topic = await self.ensure_room(topic)
+        html = comment.body_html or markdown_to_html(comment.body)
+        content = TextMessageEventContent(
+            msgtype=MessageType.TEXT,
+            body=html_to_text(html) or comment.body,
+            format=Format.HTML,
+            formatted_body=html,
+        )
+        parent = await self.forum.comment(comment.parent_id) if comment.parent_id else None
+        if parent is not None and parent.matrix_event_id:
+            content.relates_to = RelatesTo(
+                in_reply_to=InReplyTo(event_id=EventID(parent.matrix_event_id))
+            )
+        ghost = await self._ghost(comment.author)
+        event_id = await self.matrix.ghost(ghost).send_message_event(
+            RoomID(topic.matrix_room_id or ""),
+            EventType.ROOM_MESSAGE,
+            content,
+            txn_id=effect.txn_id,
+        )
+        await self.forum.set_comment_event(comment.id, event_id)
+        return {"event_id": str(event_id)}
+
     async def edit_comment(self, comment: Comment, author: str, body: str) -> Comment:
         self._own(comment, author)
         html = markdown_to_html(body)
-        await self.forum.revise(comment.id, body, html, None)
-        if comment.matrix_event_id:
-            topic = await self.forum.topic(comment.topic_id)
-            assert topic is not None and topic.matrix_room_id
-            edit = TextMessageEventContent(
-                msgtype=MessageType.TEXT,
-                body=html_to_text(html) or body,
-                format=Format.HTML,
-                formatted_body=html,
-            )
-            edit.set_edit(EventID(comment.matrix_event_id))
-            await self.matrix.ghost(self.ghost_of(author)).send_message_event(
-                RoomID(topic.matrix_room_id), EventType.ROOM_MESSAGE, edit
-            )
+        async with self.db.transaction():
+            await self.forum.revise(comment.id, body, html, None)
+            if comment.matrix_event_id:
+                topic = await self.forum.topic(comment.topic_id)
+                assert topic is not None and topic.matrix_room_id
+                edit = TextMessageEventContent(
+                    msgtype=MessageType.TEXT,
+                    body=html_to_text(html) or body,
+                    format=Format.HTML,
+                    formatted_body=html,
+                )
+                edit.set_edit(EventID(comment.matrix_event_id))
+                await self.effects.send(
+                    topic.matrix_room_id, edit.serialize(), sender=self.ghost_of(author)
+                )
         updated = await self.forum.comment(comment.id)
         assert updated is not None
         return updated
 
     async def delete_comment(self, comment: Comment, author: str) -> None:
         self._own(comment, author)
-        await self.forum.soft_delete(comment.id)
-        if comment.matrix_event_id:
-            topic = await self.forum.topic(comment.topic_id)
-            assert topic is not None and topic.matrix_room_id
-            await self.matrix.ghost(self.ghost_of(author)).redact(
-                RoomID(topic.matrix_room_id),
-                EventID(comment.matrix_event_id),
-                reason="Deleted on the forum",
-            )
+        async with self.db.transaction():
+            await self.forum.soft_delete(comment.id)
+            if comment.matrix_event_id:
+                topic = await self.forum.topic(comment.topic_id)
+                assert topic is not None and topic.matrix_room_id
+                await self.effects.redact(
+                    topic.matrix_room_id,
+                    comment.matrix_event_id,
+                    sender=self.ghost_of(author),
+                    reason="Deleted on the forum",
+                )
 
     @staticmethod
     def _own(comment: Comment, author: str) -> None:

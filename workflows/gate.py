@@ -16,8 +16,6 @@ from mautrix.errors import MatrixError
 from mautrix.types import (
     Event,
     EventType,
-    JoinRule,
-    JoinRulesStateEventContent,
     Membership,
     PowerLevelStateEventContent,
     RoomID,
@@ -26,11 +24,12 @@ from mautrix.types import (
 )
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from core.effects import Effects
 from core.errors import NotFound, Refused
 from core.events import ConsumerSpec, EventEnvelope, event_subject
 from core.html import code, escape
 from core.ids import Namespace, server_of
-from core.matrix import DirectMessenger, MatrixConnection
+from core.matrix import MatrixConnection
 from core.ports import BadgeChecker, BadgeCheckError
 from db.cache import LruCache
 from db.repositories.audit import AuditLog
@@ -81,7 +80,7 @@ class GateService:
         courses: CourseRepository,
         badge_checks: BadgeChecker,
         matrix: MatrixConnection,
-        messenger: DirectMessenger,
+        effects: Effects,
         audit: AuditLog,
         metrics: GateMetrics,
         namespace: Namespace,
@@ -94,7 +93,7 @@ class GateService:
         self.courses = courses
         self.badge_checks = badge_checks
         self.matrix = matrix
-        self.messenger = messenger
+        self.effects = effects
         self.audit = audit
         self.metrics = metrics
         self.namespace = namespace  # the appservice's own users are never gated
@@ -201,11 +200,7 @@ class GateService:
                 previous_rule = "invite"
         gate = Gate(room_id, badges, mode, previous_rule, actor)
         await self.gates.set(gate)
-        await bot.send_state_event(
-            room_id,
-            EventType.ROOM_JOIN_RULES,
-            JoinRulesStateEventContent(join_rule=JoinRule("knock")),
-        )
+        await self.effects.state(room_id, str(EventType.ROOM_JOIN_RULES), {"join_rule": "knock"})
         self.invalidate(room_id=room_id)
         removed = await self._enforce_members(gate)
         await self.audit.record(
@@ -221,13 +216,9 @@ class GateService:
         if gate is None:
             raise NotFound("This room is not gated.")
         self.invalidate(room_id=room_id)
-        rule = JoinRule(gate.previous_join_rule)
-        try:
-            await self.matrix.bot.send_state_event(
-                room_id, EventType.ROOM_JOIN_RULES, JoinRulesStateEventContent(join_rule=rule)
-            )
-        except MatrixError as exc:
-            log.warning("Could not restore the join rule of %s: %s", room_id, exc)
+        await self.effects.state(
+            room_id, str(EventType.ROOM_JOIN_RULES), {"join_rule": gate.previous_join_rule}
+        )
         await self.audit.record(actor, "gate.removed", room_id=room_id)
         return gate
 
@@ -279,8 +270,8 @@ class GateService:
         decision = await self.decide(user_id, event.room_id, fresh=True)
         if membership == Membership.KNOCK:
             if decision.allowed:
-                await self.matrix.bot.invite_user(
-                    event.room_id, UserID(user_id), reason="You hold the badges this room needs."
+                await self.effects.membership(
+                    "invite", event.room_id, user_id, "You hold the badges this room needs."
                 )
                 self.metrics.actions.labels("invited").inc()
             else:
@@ -289,32 +280,37 @@ class GateService:
             await self._remove(user_id, event.room_id, decision.reason, "kicked")
 
     async def _remove(self, user_id: str, room_id: str, reason: str, action: str) -> None:
-        try:
-            await self.matrix.bot.kick_user(RoomID(room_id), UserID(user_id), reason=reason)
-        except MatrixError as exc:
-            log.warning("Could not remove %s from gated room %s: %s", user_id, room_id, exc)
+        # A refused knock is withdrawn by a kick too, with the reason.
+        if action != "knock_refused" and not await self._may_kick(room_id, user_id):
             await self._say_powerless(room_id, user_id)
             return
+        await self.effects.membership("kick", room_id, user_id, reason)
         self.metrics.actions.labels(action).inc()
         what = "Your knock on" if action == "knock_refused" else "You were removed from"
-        await self.messenger.send(
+        await self.effects.dm(
             user_id,
             f"{what} the room {code(room_id)} was refused: {escape(reason)}"
             if action == "knock_refused"
             else f"{what} {code(room_id)}: {escape(reason)}",
         )
 
+    async def _may_kick(self, room_id: str, user_id: str) -> bool:
+        levels = await self.matrix.effective_power_levels(RoomID(room_id))
+        mine = levels.get_user_level(self.matrix.bot_user_id)
+        return mine >= levels.kick and mine > levels.get_user_level(UserID(user_id))
+
     async def _say_powerless(self, room_id: str, user_id: str) -> None:
         """Tell the room the gate cannot act, and why, instead of failing silently."""
         try:
             await self._check_power(RoomID(room_id))
+            problem = "their power level is not below mine"
         except Refused as exc:
-            await self.matrix.bot.send_notice(
-                RoomID(room_id),
-                f"This room is badge-gated, but I could not remove {user_id}: {exc}",
-            )
-        except MatrixError:
-            log.warning("Cannot even read the power levels of %s", room_id)
+            problem = str(exc)
+        log.warning("Gated room %s: cannot remove %s (%s)", room_id, user_id, problem)
+        await self.effects.notice(
+            room_id,
+            escape(f"This room is badge-gated, but I could not remove {user_id}: {problem}"),
+        )
 
     # --- badge events -------------------------------------------------------------------------
 
@@ -351,10 +347,7 @@ class GateService:
                         "removed",
                     )
             elif decision.allowed and UserID(user_id) not in members:
-                try:
-                    await self.matrix.bot.invite_user(
-                        room, UserID(user_id), reason=f"Your badge {badge} opens this room."
-                    )
-                    self.metrics.actions.labels("invited").inc()
-                except MatrixError as exc:  # e.g. already invited
-                    log.info("Could not invite %s to %s: %s", user_id, room, exc)
+                await self.effects.membership(
+                    "invite", room, user_id, f"Your badge {badge} opens this room."
+                )
+                self.metrics.actions.labels("invited").inc()

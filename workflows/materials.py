@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mautrix.types import (
@@ -24,10 +25,12 @@ from mautrix.types import (
     RoomID,
 )
 
+from core.effects import Effects, PermanentFailure
 from core.errors import NotFound, Refused, TooLarge
 from core.matrix import MatrixConnection
 from core.ports import ContentStore
 from core.sniff import sniff
+from db.repositories.effects import EffectRow
 from db.repositories.media import Material, MediaRepository
 
 CID = re.compile(r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,})$")
@@ -44,10 +47,22 @@ def decrypt(blob: bytes, key: bytes) -> bytes:
     return AESGCM(key).decrypt(blob[:NONCE], blob[NONCE:], None)
 
 
+DELIVERY = "course.material"
+
+
 class MaterialStore:
-    def __init__(self, media: MediaRepository, ipfs: ContentStore) -> None:
+    def __init__(
+        self, media: MediaRepository, ipfs: ContentStore, matrix: MatrixConnection | None = None
+    ) -> None:
         self.media = media
         self.ipfs = ipfs
+        self._matrix = matrix  # for delivery (the appservice); the CLI only pins
+
+    @property
+    def matrix(self) -> MatrixConnection:
+        if self._matrix is None:
+            raise RuntimeError("materials are delivered by the appservice only")
+        return self._matrix
 
     async def pin(self, reference: str, *, base_dir: Path | None, encrypted: bool) -> Material:
         """Add a material (a path relative to the course file, or a CID) to IPFS and pin it."""
@@ -81,21 +96,36 @@ class MaterialStore:
     async def of_lesson(self, course_id: int, lesson: int) -> list[Material]:
         return await self.media.materials_of_lesson(course_id, lesson)
 
-    async def deliver(self, matrix: MatrixConnection, room_id: str, material: Material) -> None:
-        """Send the material into the room as a file (uploaded to the homeserver once per CID)."""
+    async def queue_delivery(
+        self, effects: Effects, room_id: str, course_id: int, lesson: int, material: Material
+    ) -> None:
+        """Send the material into the room as a file, after the caller's transaction commits."""
+        await effects.record(
+            DELIVERY,
+            {"room_id": room_id, "course_id": course_id, "lesson": lesson, "cid": material.cid},
+            room_key=room_id,
+        )
+
+    async def deliver(self, effect: EffectRow) -> dict[str, Any]:
+        """The executor of ``course.material``: decrypt if needed, upload once per CID, send."""
+        p = effect.payload
+        found = [m for m in await self.of_lesson(p["course_id"], p["lesson"]) if m.cid == p["cid"]]
+        if not found:
+            raise PermanentFailure(f"no material {p['cid']} in lesson {p['lesson']} any more")
+        material = found[0]
         mxc = await self.media.mxc_of(material.cid)
         if mxc is None:
             blob = await self.ipfs.cat(material.cid, timeout=60)
             data = decrypt(blob, material.key) if material.key else blob
-            mxc = await matrix.bot.upload_media(
+            mxc = await self.matrix.bot.upload_media(
                 data, mime_type=material.mime, filename=material.name
             )
             await self.media.set_mxc(
                 material.cid, material.size, material.mime, material.key is not None, mxc
             )
         msgtype = MessageType.IMAGE if material.mime.startswith("image/") else MessageType.FILE
-        await matrix.bot.send_message_event(
-            RoomID(room_id),
+        event_id = await self.matrix.bot.send_message_event(
+            RoomID(p["room_id"]),
             EventType.ROOM_MESSAGE,
             MediaMessageEventContent(
                 msgtype=msgtype,
@@ -103,4 +133,6 @@ class MaterialStore:
                 url=ContentURI(mxc),
                 info=FileInfo(mimetype=material.mime, size=material.size),
             ),
+            txn_id=effect.txn_id,
         )
+        return {"event_id": str(event_id)}

@@ -20,6 +20,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from core.effects import caused_by
 from core.events import ConsumerSpec, EventEnvelope
 from db.database import Database
 from db.repositories.consumed import ConsumedEventsRepository
@@ -162,10 +163,13 @@ class DurableConsumer:
 
         Everything here commits together: the claim and the handler's database effects.
         """
-        async with self.db.transaction():
-            if not await self.consumed.claim(self.name, envelope.id):
-                return False
-            await self.spec.handler(envelope)
+        # Matrix effects the handler queues get transaction ids from (consumer, event): a
+        # redelivery after a crash re-derives the same ids, so nothing is sent twice.
+        with caused_by(f"bus:{self.name}:{envelope.id}"):
+            async with self.db.transaction():
+                if not await self.consumed.claim(self.name, envelope.id):
+                    return False
+                await self.spec.handler(envelope)
         return True
 
     async def _dead_letter(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from mautrix.errors import MatrixError
 from mautrix.types import (
     Event,
     EventType,
@@ -17,7 +16,6 @@ from mautrix.types import (
     ReactionEvent,
     RedactionEvent,
     RelationType,
-    RoomID,
     StateEvent,
     TextMessageEventContent,
 )
@@ -148,24 +146,7 @@ class ForumBridge:
         await self.forum.unvote_by_event(redacts)
 
     async def _tombstone(self, topic: Topic, event: StateEvent) -> None:
-        """Follow an upgraded room, but only to a room whose predecessor is this one."""
+        """Follow an upgraded room (after commit), but only to a room whose predecessor is this one."""
         new_room = getattr(event.content, "replacement_room", None)
-        if not new_room:
-            return
-        bot = self.service.matrix.bot
-        try:
-            await bot.join_room_by_id(RoomID(new_room))
-            create = await bot.get_state_event(RoomID(new_room), EventType.ROOM_CREATE)
-        except MatrixError as exc:
-            log.warning("Cannot follow topic %d to %s: %s", topic.id, new_room, exc)
-            return
-        predecessor = (create.serialize().get("predecessor") or {}).get("room_id")
-        if predecessor != topic.matrix_room_id:
-            log.warning(
-                "Room %s claims to replace %s but its predecessor is %s; not following",
-                new_room,
-                topic.matrix_room_id,
-                predecessor,
-            )
-            return
-        await self.service.follow_upgrade(str(event.room_id), str(new_room))
+        if new_room:
+            await self.service.queue_follow(topic, str(event.room_id), str(new_room))

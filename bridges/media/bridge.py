@@ -24,8 +24,10 @@ from mautrix.types import (
     RedactionEvent,
 )
 
+from core.effects import Effects
 from core.events import EventEmitter
-from core.matrix import DirectMessenger, MatrixConnection
+from core.html import escape
+from core.matrix import MatrixConnection
 from core.sniff import agrees, sniff
 from db.database import Database
 from db.repositories.forum import ForumRepository
@@ -51,7 +53,7 @@ class MediaBridge:
         media: MediaRepository,
         forum: ForumRepository,
         ipfs: IpfsClient,
-        matrix_notice: DirectMessenger,
+        effects: Effects,
         events: EventEmitter,
         matrix: MatrixConnection,
         max_bytes: int,
@@ -60,7 +62,7 @@ class MediaBridge:
         self.media = media
         self.forum = forum
         self.ipfs = ipfs
-        self.messenger = matrix_notice
+        self.effects = effects
         self.events = events
         self.matrix = matrix
         self.max_bytes = max_bytes
@@ -98,9 +100,9 @@ class MediaBridge:
         )  # the worker wakes on the commit's notification, once the row is visible
 
     async def _refuse(self, room_id: str, user_id: str, filename: str, size: int) -> None:
-        await self.messenger.send(
+        await self.effects.dm(
             user_id,
-            f"Your file {filename} ({_size_text(size)}) is larger than the "
+            f"Your file {escape(filename)} ({_size_text(size)}) is larger than the "
             f"{_size_text(self.max_bytes)} this territory keeps, so it was not stored on the "
             "forum. It is still in the room.",
         )

@@ -4,7 +4,8 @@ A transaction from the homeserver is recorded with its events in one database tr
 of the same (homeserver, txn_id) with the same events records nothing and so dispatches nothing.
 (Synapse on SQLite reuses txn ids after a restart, so the key includes a digest of the event ids.)
 Events stay ``pending`` until handled, so a crash before the reply makes the next start (and the
-homeserver's retry) finish them.
+homeserver's retry) finish them. An event whose handling failed is ``failed`` with a time for its
+next attempt (the sweeper's and the homeserver's retries take it again), and ``dead`` once given up.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import asyncpg
 from ..database import Database
 from ..territory import TerritoryCode, territory_schema
 
-InboxStatus = Literal["pending", "done", "failed"]
+InboxStatus = Literal["pending", "done", "failed", "dead"]
+
+_EVENT = "event_id, homeserver, txn_id, txn_digest, seq, room_id, event::text, attempts"
 
 
 def transaction_digest(events: list[dict[str, Any]]) -> str:
@@ -37,6 +40,7 @@ class InboxEvent:
     seq: int
     room_id: str | None
     event: dict[str, Any]
+    attempts: int = 0
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> InboxEvent:
@@ -48,6 +52,7 @@ class InboxEvent:
             seq=row["seq"],
             room_id=row["room_id"],
             event=json.loads(row["event"]),
+            attempts=row["attempts"],
         )
 
 
@@ -83,8 +88,7 @@ class TransactionRepository:
                             (event_id, homeserver, txn_id, txn_digest, seq, room_id, event)
                         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
                         ON CONFLICT (event_id) DO NOTHING
-                        RETURNING event_id, homeserver, txn_id, txn_digest, seq, room_id,
-                                  event::text""",
+                        RETURNING {_EVENT}""",
                     event["event_id"],
                     homeserver,
                     txn_id,
@@ -106,6 +110,36 @@ class TransactionRepository:
             error,
         )
 
+    async def claim(self, event_id: str) -> bool:
+        """In the handling transaction: lock the row; False when it was settled meanwhile."""
+        status = await self.db.fetchval(
+            f"SELECT status FROM {self.schema}.as_inbox WHERE event_id = $1 FOR UPDATE", event_id
+        )
+        return status in ("pending", "failed")
+
+    async def retry_later(self, event_id: str, attempts: int, seconds: float, error: str) -> None:
+        await self.db.execute(
+            f"""UPDATE {self.schema}.as_inbox
+                SET status = 'failed', attempts = $2, error = $4, handled_at = now(),
+                    next_attempt_at = now() + make_interval(secs => $3)
+                WHERE event_id = $1""",
+            event_id,
+            attempts,
+            seconds,
+            error[:500],
+        )
+
+    async def give_up(self, event_id: str, attempts: int, error: str) -> None:
+        await self.db.execute(
+            f"""UPDATE {self.schema}.as_inbox
+                SET status = 'dead', attempts = $2, error = $3, handled_at = now(),
+                    next_attempt_at = NULL
+                WHERE event_id = $1""",
+            event_id,
+            attempts,
+            error[:500],
+        )
+
     async def complete(self, homeserver: str, txn_id: str, digest: str) -> None:
         await self.db.execute(
             f"""UPDATE {self.schema}.as_transactions SET completed_at = now()
@@ -116,12 +150,76 @@ class TransactionRepository:
         )
 
     async def pending(self) -> list[InboxEvent]:
+        """Events to handle now: never handled, or failed and due for another attempt."""
         rows = await self.db.fetch(
-            f"""SELECT event_id, homeserver, txn_id, txn_digest, seq, room_id, event::text
-                FROM {self.schema}.as_inbox WHERE status = 'pending'
+            f"""SELECT {_EVENT} FROM {self.schema}.as_inbox
+                WHERE status = 'pending' OR (status = 'failed' AND next_attempt_at <= now())
                 ORDER BY received_at, txn_id, seq"""
         )
         return [InboxEvent.from_row(row) for row in rows]
+
+    async def unsettled(self, homeserver: str, txn_id: str, digest: str) -> list[InboxEvent]:
+        """Events of one transaction that are neither done nor dead-lettered."""
+        rows = await self.db.fetch(
+            f"""SELECT {_EVENT} FROM {self.schema}.as_inbox
+                WHERE homeserver = $1 AND txn_id = $2 AND txn_digest = $3
+                  AND status IN ('pending', 'failed')
+                ORDER BY seq""",
+            homeserver,
+            txn_id,
+            digest,
+        )
+        return [InboxEvent.from_row(row) for row in rows]
+
+    async def next_retry_in(self) -> float | None:
+        """Seconds until the next failed event is due (None when none waits)."""
+        value = await self.db.fetchval(
+            f"""SELECT extract(epoch FROM min(next_attempt_at) - now())
+                FROM {self.schema}.as_inbox WHERE status = 'failed'"""
+        )
+        return None if value is None else max(float(value), 0.0)
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self.db.fetch(
+            f"SELECT status, count(*) AS n FROM {self.schema}.as_inbox GROUP BY status"
+        )
+        return {r["status"]: r["n"] for r in rows}
+
+    async def dead_letters(self, limit: int) -> list[tuple[InboxEvent, str | None]]:
+        rows = await self.db.fetch(
+            f"""SELECT {_EVENT}, error FROM {self.schema}.as_inbox WHERE status = 'dead'
+                ORDER BY handled_at DESC LIMIT $1""",
+            limit,
+        )
+        return [(InboxEvent.from_row(row), row["error"]) for row in rows]
+
+    async def dead_since(self, seconds: float) -> int:
+        return int(
+            await self.db.fetchval(
+                f"""SELECT count(*) FROM {self.schema}.as_inbox WHERE status = 'dead'
+                    AND handled_at > now() - make_interval(secs => $1)""",
+                seconds,
+            )
+        )
+
+    async def revive(self, event_id: str) -> bool:
+        """An operator's retry: the dead event is pending again (handled by the sweeper)."""
+        status = await self.db.execute(
+            f"""UPDATE {self.schema}.as_inbox
+                SET status = 'failed', attempts = 0, next_attempt_at = now()
+                WHERE event_id = $1 AND status = 'dead'""",
+            event_id,
+        )
+        return status.endswith(" 1")
+
+    async def drop(self, event_id: str) -> bool:
+        """An operator's verdict: the dead event stays recorded but is settled as done."""
+        status = await self.db.execute(
+            f"""UPDATE {self.schema}.as_inbox SET status = 'done', error = 'dropped: ' || error
+                WHERE event_id = $1 AND status = 'dead'""",
+            event_id,
+        )
+        return status.endswith(" 1")
 
     async def count(self, homeserver: str, txn_id: str | None = None) -> int:
         """Recorded transactions (one, or all of a homeserver): for tests and metrics."""

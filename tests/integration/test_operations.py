@@ -49,14 +49,16 @@ async def test_ready(stack: LocalStack) -> None:
         async with session.get(stack.config.appservice.address + "/ready") as resp:
             assert resp.status == 200
             ready = await resp.json()
-    assert ready == {
-        "ready": True,
-        "checks": {
-            "configuration_loaded": True,
-            "database_migrations": "complete",
-            "homeserver_connected": True,
-        },
+    assert ready["ready"] is True
+    assert ready["checks"] == {
+        "configuration_loaded": True,
+        "database_migrations": "complete",
+        "homeserver_connected": True,
     }
+    queues = ready["queues"]  # what waits and what was given up, for operators
+    assert set(queues) == {"inbox", "effects", "dead_letters_last_hour", "dead_letters_growing"}
+    assert set(queues["inbox"]) == {"pending", "failed", "dead"}
+    assert queues["dead_letters_growing"] == (queues["dead_letters_last_hour"] > 0)
 
 
 async def test_metrics_count_transactions_and_commands(stack: LocalStack, user: MatrixUser) -> None:

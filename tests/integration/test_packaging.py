@@ -3,6 +3,7 @@ imports and whose CLI runs: every imported third-party package is declared."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -12,11 +13,28 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_plain_install_imports_every_module_and_runs_the_cli(tmp_path: Path) -> None:
+    # Build from a copy: setuptools leaves build/ next to the sources it builds.
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".unityplan", "build", "*.egg-info", "__pycache__", "node_modules"
+        ),
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(REPO)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

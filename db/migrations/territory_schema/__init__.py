@@ -12,6 +12,7 @@ from . import (
     v006_forum,
     v007_media,
     v008_course_materials,
+    v009_effects_and_retries,
 )
 
 MODULES = (
@@ -23,4 +24,5 @@ MODULES = (
     v006_forum,
     v007_media,
     v008_course_materials,
+    v009_effects_and_retries,
 )
