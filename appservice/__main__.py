@@ -7,6 +7,7 @@ unityplan [-c CONFIG] registration check [-r FILE]
 unityplan [-c CONFIG] db migrate
 unityplan [-c CONFIG] course import FILE
 unityplan [-c CONFIG] territory info
+unityplan [-c CONFIG] deadletters list [--limit N] [--json] | retry ID... | drop ID...
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from core.errors import DomainError, NotFound, Refused
 from db.database import DatabaseUnavailable
@@ -89,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="import a course YAML file (a new version of a course keeps enrolments)"
     )
     course_import.add_argument("file", type=Path, help="the course definition (YAML)")
+
+    dead = commands.add_parser(
+        "deadletters", help="events and effects that were given up: look, retry, drop"
+    )
+    dead_actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dead_list = dead_actions.add_parser("list", help="the newest dead letters, newest first")
+    dead_list.add_argument("--limit", type=int, default=50)
+    dead_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    for name, what in (
+        ("retry", "queue it again (the running appservice takes it within a second)"),
+        ("drop", "settle it for good without doing it"),
+    ):
+        action = dead_actions.add_parser(name, help=what)
+        action.add_argument("ids", nargs="+", metavar="ID", help="effect:N or event:$id")
 
     territory = commands.add_parser("territory", help="the territory registry")
     territory.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
@@ -288,6 +304,73 @@ def cmd_territory_info(config: Config) -> int:
     return asyncio.run(main())
 
 
+def cmd_deadletters(config: Config, args: argparse.Namespace) -> int:
+    from db.repositories.effects import EffectRepository
+    from db.repositories.transactions import TransactionRepository
+
+    from .app import opened_databases
+
+    async def main() -> int:
+        code = territory_code(config.territory.code)
+        async with opened_databases(config, migrate=False) as dbs:
+            effects = EffectRepository(dbs.territory_db, code)
+            inbox = TransactionRepository(dbs.territory_db, code)
+            if args.action == "list":
+                rows: list[dict[str, Any]] = [
+                    {
+                        "id": f"effect:{e.id}",
+                        "kind": e.kind,
+                        "room": e.room_key,
+                        "attempts": e.attempts,
+                        "error": e.last_error,
+                        "created_at": e.created_at.isoformat(),
+                    }
+                    for e in await effects.dead_letters(args.limit)
+                ] + [
+                    {
+                        "id": f"event:{event.event_id}",
+                        "kind": str(event.event.get("type")),
+                        "room": event.room_id,
+                        "attempts": event.attempts,
+                        "error": error,
+                        "created_at": None,
+                    }
+                    for event, error in await inbox.dead_letters(args.limit)
+                ]
+                if args.json:
+                    for row in rows:
+                        print(json.dumps(row))
+                elif not rows:
+                    print("No dead letters.")
+                else:
+                    for row in rows:
+                        print(
+                            f"{row['id']}  {row['kind']}  {row['room']}  attempts={row['attempts']}"
+                        )
+                        print(f"    {row['error']}")
+                return 0
+            missing = []
+            for ident in args.ids:
+                kind, _, key = ident.partition(":")
+                if kind == "effect" and key.isdigit():
+                    repo_call = effects.revive if args.action == "retry" else effects.drop
+                    ok = await repo_call(int(key))
+                elif kind == "event" and key:
+                    inbox_call = inbox.revive if args.action == "retry" else inbox.drop
+                    ok = await inbox_call(key)
+                else:
+                    raise Refused(f"{ident} is not an id like effect:12 or event:$abc.")
+                if not ok:
+                    missing.append(ident)
+            if missing:
+                raise NotFound(f"No dead letter {', '.join(missing)}.")
+            done = "queued again" if args.action == "retry" else "dropped"
+            print(f"{len(args.ids)} {done}.")
+            return 0
+
+    return asyncio.run(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
@@ -315,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_db_migrate(config)
         if args.command == "course":
             return cmd_course_import(config, args.file)
+        if args.command == "deadletters":
+            return cmd_deadletters(config, args)
         return cmd_territory_info(config)
     except DomainError as exc:
         # The one place the CLI says a refusal: its sentence, exit code 2.

@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from mautrix.errors import MatrixRequestError
+from mautrix.errors import IntentError, MatrixRequestError
 from mautrix.types import (
     EventID,
     EventType,
@@ -458,6 +458,8 @@ class EffectSender:
 def _is_permanent(exc: BaseException) -> bool:
     if isinstance(exc, PermanentFailure):
         return True
+    if isinstance(exc, IntentError) and exc.__cause__ is not None:
+        return _is_permanent(exc.__cause__)  # mautrix wraps the homeserver's answer
     if isinstance(exc, MatrixRequestError):
         status = getattr(exc, "http_status", 0) or 0
         return 400 <= status < 500 and status not in (408, 429)

@@ -45,3 +45,50 @@ async def test_registration_check_against_the_running_stack(stack: LocalStack) -
     code, out, err = await _unityplan("-c", str(stack.config_path), "registration", "check")
     assert code == 0, err
     assert out.strip().endswith("matches " + str(stack.config_path) + ".")
+
+
+async def _dead_effect(stack: LocalStack, room: str) -> int:
+    """An invite to a room that does not exist: the homeserver refuses, the effect is dead."""
+    platform = stack.platform
+    assert platform is not None
+    txn = await platform.effects.membership("invite", room, "@nobody:" + stack.server_name)
+    for _ in range(100):
+        for effect in await platform.effect_repo.dead_letters(50):
+            if effect.txn_id == txn:
+                return effect.id
+        await asyncio.sleep(0.1)
+    raise AssertionError("the refused invite was not dead-lettered")
+
+
+async def test_deadletters_list_retry_and_drop(stack: LocalStack) -> None:
+    config = str(stack.config_path)
+    room = f"!nowhere{int(asyncio.get_running_loop().time() * 1000)}:{stack.server_name}"
+    effect_id = await _dead_effect(stack, room)
+
+    code, out, err = await _unityplan("-c", config, "deadletters", "list", "--json")
+    assert code == 0, err
+    rows = {row["id"]: row for row in map(json.loads, out.splitlines())}
+    assert rows[f"effect:{effect_id}"]["kind"] == "matrix.invite"
+    assert rows[f"effect:{effect_id}"]["room"] == room and rows[f"effect:{effect_id}"]["error"]
+
+    code, out, err = await _unityplan("-c", config, "deadletters", "retry", f"effect:{effect_id}")
+    assert (code, out.strip()) == (0, "1 queued again."), err
+    assert await _dead_effect_again(stack, effect_id)  # tried once more, refused once more
+
+    code, out, err = await _unityplan("-c", config, "deadletters", "drop", f"effect:{effect_id}")
+    assert (code, out.strip()) == (0, "1 dropped."), err
+    code, _, err = await _unityplan("-c", config, "deadletters", "drop", f"effect:{effect_id}")
+    assert code == 2 and f"No dead letter effect:{effect_id}" in err
+    code, _, err = await _unityplan("-c", config, "deadletters", "retry", "bogus")
+    assert code == 2 and "not an id" in err
+
+
+async def _dead_effect_again(stack: LocalStack, effect_id: int) -> bool:
+    platform = stack.platform
+    assert platform is not None
+    for _ in range(100):
+        dead = {e.id: e for e in await platform.effect_repo.dead_letters(50)}
+        if effect_id in dead and dead[effect_id].attempts == 1:
+            return True
+        await asyncio.sleep(0.1)
+    return False
