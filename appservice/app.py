@@ -531,6 +531,19 @@ class Platform:
         self.background.start(self.expiry.run(), name="badge-expiry")
         self.background.start(self.media_bridge.run(), name="media-queue")
 
+    @asynccontextmanager
+    async def offline(self) -> AsyncIterator[Platform]:
+        """The domain and the Matrix connection without serving anything: for tools that work
+        beside a running appservice (its effect sender delivers what they queue)."""
+        async with AsyncExitStack() as stack:
+            for database in self.databases.distinct:
+                await database.start(wait=self.config.database.connect_wait_seconds)
+                stack.push_async_callback(database.stop)
+            for component in (self.ipfs, self.matrix):
+                await component.start()
+                stack.push_async_callback(component.stop)
+            yield self
+
     async def _connect_homeserver(self) -> None:
         await self.matrix.connect_to_homeserver()
         self._homeserver_connected = True

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
+from .app import Platform
 from .stack.ipfs import jsipfs_path
 from .stack.local import LocalStack, StackOptions
 from .stack.seed import seed_demo
@@ -22,14 +24,17 @@ class DevStack:
                 territory=territory,
                 territory_name=f"Local territory {territory.upper()}",
                 well_known_ports=True,
+                appservice_process=True,  # a supervised `unityplan run`, as in production
             )
         )
+        self.stack.restart_listeners.append(self._appservice_restarted)
+        self._info: dict[str, Any] | None = None
         self.stack_json = self.data_dir / "stack.json"
 
     async def start(self) -> None:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(logs / "appservice.log")
+        handler = logging.FileHandler(logs / "dev.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
         first_install = (
@@ -39,15 +44,26 @@ class DevStack:
         )
         print(f"Starting the local stack in {self.data_dir}{first_install}...", flush=True)
         await self.stack.start()
-        assert self.stack.platform is not None
+        assert self.stack.config is not None
         admin = next(u.user_id for u in self.stack.demo_users if u.role == "admin")
         info = self.stack.info()
-        info["demo"] = await seed_demo(self.stack.platform, admin)
+        async with Platform(self.stack.config).offline() as tools:
+            info["demo"] = await seed_demo(tools, admin)
+        self._info = info
+        self._write_stack_json()
+        print(self._banner(info), flush=True)
+
+    def _write_stack_json(self) -> None:
+        assert self._info is not None
+        info = {**self._info, **self.stack.pids()}
         tmp = self.stack_json.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2))
         tmp.chmod(0o600)  # it holds the database and demo passwords
         tmp.replace(self.stack_json)
-        print(self._banner(info), flush=True)
+
+    def _appservice_restarted(self, pid: int) -> None:
+        if self._info is not None:
+            self._write_stack_json()  # appservice_pid stays current
 
     def _banner(self, info: dict) -> str:
         users = "\n".join(

@@ -117,15 +117,16 @@ class Effects:
     async def result(self, txn_id: str, timeout: float = 10.0) -> dict[str, Any] | None:
         """The effect's result once delivered (None if not within ``timeout`` or it had none)."""
         event = self._finished.setdefault(txn_id, asyncio.Event())
+        deadline = time.monotonic() + timeout
         try:
-            found = await self.repo.result_of(txn_id)
-            if found is None:
-                try:
-                    await asyncio.wait_for(event.wait(), timeout)
-                except TimeoutError:
-                    return None
+            while True:
                 found = await self.repo.result_of(txn_id)
-            return found
+                left = deadline - time.monotonic()
+                if found is not None or left <= 0:
+                    return found
+                # Woken by this process's sender; polled too, for a sender in another process.
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(left, 0.25))
         finally:
             self._finished.pop(txn_id, None)
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from ..config import Config, load_config, write_config
 from .ipfs import IpfsNode
 from .nats import NatsServer
 from .postgres import PostgresServer
-from .process import StackError, free_port
+from .process import StackError, free_port, reap_leftovers
+from .supervisor import SupervisedAppservice
 from .synapse import SynapseServer
 
 log = logging.getLogger("unityplan.stack")
@@ -52,12 +54,18 @@ class StackOptions:
     extra_registrations: list[Path] = field(default_factory=list)
     # Config values (section -> key -> value) over the stack's own, e.g. short badge timers.
     config_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The appservice as a supervised `unityplan run` child (as `unityplan dev` and production run
+    # it) instead of in this process (as most tests do, to look inside it).
+    appservice_process: bool = False
 
 
 class LocalStack:
     def __init__(self, options: StackOptions) -> None:
         self.options = options
         self.root = options.data_dir.resolve()
+        # A stack killed with SIGKILL left its servers running: stop them (clients first), before
+        # their ports are chosen, so this start gets the same ones.
+        reap_leftovers(self.root / "run", ("appservice", "synapse"))
         self.server_name = f"{options.territory}.localhost"
         self.ports = self._ports()
         self.postgres = PostgresServer(
@@ -98,8 +106,10 @@ class LocalStack:
             ],
         )
         self.platform: Platform | None = None
+        self.appservice: SupervisedAppservice | None = None
         self.config: Config | None = None
         self.demo_users: list[DemoUser] = []
+        self.restart_listeners: list[Callable[[int], None]] = []
 
     def _secret(self, name: str) -> str:
         """A random secret made once and kept in the data folder."""
@@ -146,10 +156,21 @@ class LocalStack:
             await asyncio.gather(self.postgres.start(), self.nats.start(), self.ipfs.start())
             self._write_appservice_config()
             self.config = load_config(self.config_path, environ={})
-            self.platform = Platform(self.config)
-            await self.platform.start()
-            await self.synapse.start()
-            await self._wait_platform_connected()
+            if self.options.appservice_process:
+                self.appservice = SupervisedAppservice(
+                    self.config_path,
+                    ready_url=self.config.appservice.address + "/ready",
+                    log_path=self.root / "logs" / "appservice.log",
+                    on_restart=self._appservice_restarted,
+                )
+                self.appservice.start()
+                await self.synapse.start()
+                await self.appservice.first_ready()
+            else:
+                self.platform = Platform(self.config)
+                await self.platform.start()
+                await self.synapse.start()
+                await self._wait_platform_connected()
             await self._create_demo_users()
         except BaseException:
             await self.stop()
@@ -226,16 +247,29 @@ class LocalStack:
         saved_path.chmod(0o600)
         self.demo_users = users
 
+    def pids(self) -> dict[str, Any]:
+        """The keys of info() that change while the stack runs (the appservice's pid)."""
+        if self.appservice is None:
+            return {}
+        pid = self.appservice.pid
+        territories = [{**t, "appservice_pid": pid} for t in self.info()["territories"]]
+        return {"appservice_pid": pid, "territories": territories}
+
     def info(self) -> dict[str, Any]:
         """What stack.json holds: how scripts and people reach every piece."""
         assert self.config is not None
         territory = {
             "code": self.options.territory,
+            "name": self.options.territory_name,
             "homeserver_url": self.synapse.url,
             "server_name": self.server_name,
             "bot_user_id": self.config.bot_user_id,
             "appservice_url": self.config.appservice.address,
+            "api_url": self.config.appservice.address,
             "config_path": str(self.config_path),
+            "database_url": self.postgres.dsn(),
+            "demo_users": [u.as_json() for u in self.demo_users],
+            **({"appservice_pid": self.appservice.pid} if self.appservice else {}),
         }
         return {
             "homeserver_url": self.synapse.url,
@@ -251,9 +285,18 @@ class LocalStack:
             "logs_dir": str(self.root / "logs"),
             "demo_users": [u.as_json() for u in self.demo_users],
             "territories": [territory],
+            **({"appservice_pid": self.appservice.pid} if self.appservice else {}),
         }
 
+    def _appservice_restarted(self, pid: int) -> None:
+        log.info("The appservice runs again (pid %d)", pid)
+        for listener in self.restart_listeners:
+            listener(pid)
+
     async def stop(self) -> None:
+        if self.appservice is not None:
+            await self.appservice.stop()
+            self.appservice = None
         if self.platform is not None:
             await self.platform.stop()
             self.platform = None

@@ -65,8 +65,11 @@ class ManagedProcess:
         self.cwd = cwd
         self.user = user
         self.process: subprocess.Popen[bytes] | None = None
+        # <data>/run/<name>.pid: lets the next start find what a SIGKILLed stack left running.
+        self.pid_file = pid_file_for(log_path, name)
 
     def start(self) -> None:
+        reap_leftover(self.pid_file)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             out.write(
@@ -86,7 +89,13 @@ class ManagedProcess:
                 )
             except OSError as exc:
                 raise StackError(f"{self.name}: could not run {self.argv[0]}: {exc}") from exc
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(f"{self.process.pid}\n{_start_time(self.process.pid)}\n")
         log.info("Started %s (pid %d), log in %s", self.name, self.process.pid, self.log_path)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     @property
     def running(self) -> bool:
@@ -121,6 +130,7 @@ class ManagedProcess:
     async def stop(self, timeout: float = 10.0) -> None:
         proc = self.process
         if proc is None or proc.poll() is not None:
+            self.pid_file.unlink(missing_ok=True)
             return
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -134,4 +144,60 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        self.pid_file.unlink(missing_ok=True)
         log.info("Stopped %s", self.name)
+
+
+def pid_file_for(log_path: Path, name: str) -> Path:
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower())
+    return log_path.parent.parent / "run" / f"{slug}.pid"
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid,
+    it names one process for good (a pid reused later has another start time)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive_as(pid: int, started: str) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and bool(started) and _start_time(pid) == started
+
+
+def reap_leftover(pid_file: Path, timeout: float = 10.0) -> None:
+    """Stop the process (group) a previous stack left behind when it was killed with SIGKILL."""
+    try:
+        pid_text, started = pid_file.read_text().splitlines()[:2]
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return
+    program = pid_file.stem
+    if _alive_as(pid, started):
+        log.warning("Stopping %s (pid %d) left running by an earlier stack", program, pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive_as(pid, started) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive_as(pid, started):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.2)
+    pid_file.unlink(missing_ok=True)
+
+
+def reap_leftovers(run_dir: Path, first: Sequence[str] = ()) -> None:
+    """Every process a killed stack left (``first`` names go first: clients before servers)."""
+    if not run_dir.is_dir():
+        return
+    files = sorted(run_dir.glob("*.pid"), key=lambda f: (f.stem not in first, f.stem))
+    for pid_file in files:
+        reap_leftover(pid_file)

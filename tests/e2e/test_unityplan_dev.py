@@ -4,6 +4,7 @@ SIGTERM stops every process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -85,6 +86,18 @@ async def test_unityplan_dev_runs_answers_and_stops() -> None:
             # The demo forum topic is a room anyone may join.
             joined = await client.join(demo["forum_topic_alias"])
             assert not isinstance(joined, JoinError), joined
+
+            # The appservice is a supervised `unityplan run` child: killed, it comes back.
+            pid = info["appservice_pid"]
+            assert info["territories"][0]["appservice_pid"] == pid
+            child = psutil.Process(pid)
+            assert child.cmdline()[-1] == "run" and child.ppid() == process.pid
+            child.kill()
+            restarted = await _new_pid(stack_json, pid)
+            assert psutil.Process(restarted).is_running()
+            assert "!territory info" in await _help_reply(
+                client, created.room_id, info["bot_user_id"], send=True
+            )
         finally:
             await client.close()
 
@@ -111,10 +124,25 @@ async def test_unityplan_dev_runs_answers_and_stops() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-async def _help_reply(client: AsyncClient, room_id: str, bot: str) -> str:
-    since = None
+async def _new_pid(stack_json: Path, old: int, timeout: float = 60) -> int:
+    """The appservice pid in stack.json once it is another one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            pid = json.loads(stack_json.read_text()).get("appservice_pid")
+            if pid and pid != old:
+                return int(pid)
+        await asyncio.sleep(0.2)
+    raise TimeoutError("the appservice was not restarted")
+
+
+async def _help_reply(client: AsyncClient, room_id: str, bot: str, *, send: bool = False) -> str:
+    since = client.next_batch if send else None
     deadline = time.monotonic() + 60
     sent = False
+    if send:
+        await client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "!help"})
+        sent = True
     while time.monotonic() < deadline:
         response = await client.sync(timeout=1000, since=since)
         since = response.next_batch
@@ -129,3 +157,65 @@ async def _help_reply(client: AsyncClient, room_id: str, bot: str) -> str:
             if isinstance(event, RoomMessageNotice) and event.sender == bot:
                 return event.body
     raise TimeoutError("no !help reply from the bot")
+
+
+async def test_a_killed_unityplan_dev_leaves_nothing_in_the_way() -> None:
+    """SIGKILL of `unityplan dev` orphans its servers; the next start on the same folder stops
+    them and comes up cleanly."""
+    data_dir = Path(tempfile.mkdtemp(prefix="unityplan-dev-kill-"))
+    stack_json = data_dir / "stack.json"
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start_dev() -> asyncio.subprocess.Process:
+        stack_json.unlink(missing_ok=True)
+        dev = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "appservice",
+            "dev",
+            "--data-dir",
+            str(data_dir),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        processes.append(dev)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not stack_json.exists():
+            assert dev.returncode is None, "unityplan dev exited early"
+            assert time.monotonic() < deadline, "stack.json did not appear"
+            await asyncio.sleep(0.2)
+        return dev
+
+    try:
+        first = await start_dev()
+        orphans = _descendants(first.pid)
+        first.kill()
+        await first.wait()
+        assert any(p.is_running() for p in orphans)  # what SIGKILL leaves behind
+        second = await start_dev()
+        _, alive = psutil.wait_procs(orphans, timeout=10)
+        assert alive == [], [p.cmdline() for p in alive]
+        info = json.loads(stack_json.read_text())
+        member = next(u for u in info["demo_users"] if u["role"] == "member")
+        client = AsyncClient(info["homeserver_url"], member["user_id"])
+        try:
+            assert isinstance(await client.login(member["password"]), LoginResponse)
+            created = await client.room_create(invite=[info["bot_user_id"]], is_direct=True)
+            assert isinstance(created, RoomCreateResponse)
+            assert "!help" in await _help_reply(client, created.room_id, info["bot_user_id"])
+        finally:
+            await client.close()
+        children = _descendants(second.pid)
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 60)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == [], [p.cmdline() for p in alive]
+    finally:
+        for dev in processes:
+            if dev.returncode is None:
+                dev.kill()
+                await dev.wait()
+        for leftover in psutil.process_iter(["cmdline"]):
+            if str(data_dir) in " ".join(leftover.info["cmdline"] or ()):
+                leftover.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
