@@ -76,7 +76,9 @@ class MatrixConnection:
             log=cast(TraceLogger, logging.getLogger("unityplan.matrix.api")),
             state_store=self.state_store,
             client_session=self._session,
-            default_retry_count=2,
+            # No retries inside mautrix (it sleeps 4 s, 8 s …): effects and events are retried by
+            # their own queues, with backoff that does not hold a handler or a connection.
+            default_retry_count=0,
         )
 
     async def stop(self) -> None:

@@ -136,6 +136,8 @@ class GateService:
         gate = await self.gates.get(room_id)
         if gate is None:
             return Decision(allowed=True, gated=False)
+        if self.namespace.is_own_user(user_id):
+            return Decision(allowed=True, gated=True)  # the bot and its ghosts enforce, not obey
         held = await self._held(user_id, gate.badges)
         missing = gate.missing(held)
         if not missing:

@@ -8,6 +8,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -173,4 +174,5 @@ class PostgresServer:
 
     async def stop(self) -> None:
         if self.process is not None:
-            await self.process.stop(timeout=15)
+            # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
+            await self.process.stop(timeout=15, sig=signal.SIGINT)

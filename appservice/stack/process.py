@@ -127,13 +127,13 @@ class ManagedProcess:
         except OSError:
             return ""
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         proc = self.process
         if proc is None or proc.poll() is not None:
             self.pid_file.unlink(missing_ok=True)
             return
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + timeout

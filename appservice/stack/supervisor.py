@@ -39,6 +39,7 @@ class SupervisedAppservice:
         self._process: ManagedProcess | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        self._paused = False
 
     @property
     def pid(self) -> int | None:
@@ -82,12 +83,24 @@ class SupervisedAppservice:
             await asyncio.sleep(0.1)
         raise StackError(f"the appservice was not ready within {timeout:.0f} s")
 
+    async def pause(self) -> None:
+        """Stop the child and keep it down until ``resume`` (an operator's maintenance window)."""
+        self._paused = True
+        if self._process is not None:
+            await self._process.stop()
+
+    def resume(self) -> None:
+        self._paused = False
+        process = self._spawn()
+        if self.on_restart is not None:
+            self.on_restart(process.pid or 0)
+
     async def _supervise(self) -> None:
         delay = 0.5
         while not self._stopping:
             started = time.monotonic()
             assert self._process is not None
-            while self._process.running and not self._stopping:
+            while (self._process.running or self._paused) and not self._stopping:
                 await asyncio.sleep(0.1)
             if self._stopping:
                 return
