@@ -19,6 +19,7 @@ from bridges.events.metrics import EventMetrics
 from bridges.events.nats_client import NatsClient
 from bridges.events.publisher import EventPublisher
 from bridges.events.requests import BadgeCheckClient, BadgeCheckResponder
+from bridges.events.trust import BusTrust
 from bridges.forum.api import ForumApi
 from bridges.forum.auth import TokenVerifier
 from bridges.forum.bridge import ForumBridge
@@ -39,6 +40,7 @@ from core.effects import EffectMetrics, Effects, EffectSender, RetryPolicy
 from core.events import EventEmitter
 from core.matrix import DirectMessenger, MatrixConnection, MatrixSettings
 from core.ports import ContentStore
+from core.signing import public_key_text
 from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
@@ -80,6 +82,8 @@ from .transactions import HomeserverEndpoints
 log = logging.getLogger("unityplan.as")
 
 MAX_REQUEST_BYTES = 50 * 1024**2
+# Words that mark a token somebody was meant to replace (the shipped examples use them).
+PLACEHOLDER_WORDS = ("placeholder", "replace-me", "change-me", "changeme", "example")
 
 
 # --- databases --------------------------------------------------------------------------------
@@ -214,8 +218,14 @@ class Platform:
                 "`unityplan registration generate`."
             )
         registration = load_registration(registration_path)
-        self.as_token: str = registration["as_token"]
-        self.hs_token: str = registration["hs_token"]
+        self.as_token: str = str(registration.get("as_token") or "")
+        self.hs_token: str = str(registration.get("hs_token") or "")
+        for name, token in (("as_token", self.as_token), ("hs_token", self.hs_token)):
+            if len(token) < 32 or any(w in token.lower() for w in PLACEHOLDER_WORDS):
+                raise ConfigError(
+                    f"The {name} in {registration_path} is a placeholder or too short; make real "
+                    "tokens with `unityplan registration generate --rotate`."
+                )
         namespace = config.namespace
         server_name = config.homeserver.domain
         prefix = config.commands.prefix
@@ -225,7 +235,13 @@ class Platform:
         databases = build_databases(config)
         self.databases = databases
         self.global_db, self.territory_db = databases.global_db, databases.territory_db
-        self.nats = NatsClient(config.nats.url, name=f"unityplan-{code}")
+        self.nats = NatsClient(
+            config.nats.url,
+            name=f"unityplan-{code}",
+            user=config.nats.user,
+            password=config.nats.password,
+            inbox_prefix=f"_INBOX_{code}",
+        )
         self.ipfs = IpfsClient(config.ipfs.api_url)
         self.matrix = MatrixConnection(matrix_settings(config, self.as_token))
 
@@ -236,7 +252,11 @@ class Platform:
         self.consumed = ConsumedEventsRepository(self.territory_db, code)
         self.events = EventPublisher(self.outbox, code)
         self.event_metrics = EventMetrics(self.metrics.registry)
-        self.badge_checks = BadgeCheckClient(self.nats, self.territories)
+        self.signing_key = load_or_create_signing_key(config.signing_key_path)
+        self.bus_trust = BusTrust(self.signing_key, code, self.territories)
+        self.badge_checks = BadgeCheckClient(
+            self.nats, self.territories, self.bus_trust, self.event_metrics
+        )
         self.messenger = DirectMessenger(self.matrix, DirectRoomRepository(self.territory_db, code))
         self.effect_repo = EffectRepository(self.territory_db, code)
         self.effects = Effects(self.effect_repo)
@@ -270,7 +290,7 @@ class Platform:
         self.courses = services.courses
         self.credentials = BadgeCredentials(
             CredentialIssuer(
-                load_or_create_signing_key(config.signing_key_path),
+                self.signing_key,
                 base_url=config.public_url,
                 territory_code=code,
                 territory_name=config.territory.name,
@@ -401,7 +421,10 @@ class Platform:
             consumed=self.consumed,
             publisher=self.events,
             metrics=self.event_metrics,
-            responder=BadgeCheckResponder(self.nats, self.territory, self.badges.status),
+            responder=BadgeCheckResponder(
+                self.nats, self.territory, self.badges.status, self.bus_trust
+            ),
+            trust=self.bus_trust,
             settings=ConsumerSettings(
                 stream=nats.stream, max_deliver=nats.max_deliver, ack_wait=nats.ack_wait_seconds
             ),
@@ -410,7 +433,9 @@ class Platform:
         )
         prefix = self.config.commands.prefix
         bus.add_consumer(
-            CourseBadgeAwarder(self.badges, self.config.bot_user_id).spec(self.territory)
+            CourseBadgeAwarder(self.badges, self.course_repo, self.config.bot_user_id).spec(
+                self.territory
+            )
         )
         bus.add_consumer(BadgeNotifier(self.effects, prefix).spec(self.territory))
         bus.add_consumer(self.gate.consumer(self.territory))
@@ -425,7 +450,11 @@ class Platform:
         router.register(TerritoryCommands(self.territories, self.territory, config.bot_user_id))
         router.register(
             BadgeCommands(
-                self.badges, self.badge_checks, self.credentials, config.homeserver.domain
+                self.badges,
+                self.badge_checks,
+                self.credentials,
+                config.homeserver.domain,
+                self.permissions,
             )
         )
         router.register(CourseCommands(self.courses, self.matrix, self.effects))
@@ -505,6 +534,7 @@ class Platform:
                     "data_residency": config.territory.data_residency,
                     "allow_cross_border": config.territory.allow_cross_border,
                 },
+                public_key=public_key_text(self.signing_key),
             )
         )
         self._migrated = True

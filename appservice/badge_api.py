@@ -13,7 +13,8 @@ import json
 
 from aiohttp import web
 
-from core.errors import NotFound, Refused, TooLarge
+from core.errors import NotFound, Refused
+from core.http import read_body
 from workflows.badge_credentials import BadgeCredentials
 
 MAX_TOKEN_BYTES = 64 * 1024
@@ -41,9 +42,7 @@ def add_badge_routes(app: web.Application, credentials: BadgeCredentials) -> Non
         return web.json_response({"credential": document, "jwt": token, "status": status})
 
     async def verify(request: web.Request) -> web.Response:
-        body = await request.content.read(MAX_TOKEN_BYTES + 1)
-        if len(body) > MAX_TOKEN_BYTES:
-            raise TooLarge("A credential is much smaller than that")
+        body = await read_body(request, MAX_TOKEN_BYTES)
         text = body.decode("utf-8", errors="replace").strip()
         if text.startswith("{"):
             try:

@@ -93,6 +93,9 @@ class DatabaseConfig(_Section):
 
 class NatsConfig(_Section):
     url: str = Field(pattern=r"^(nats|tls)://")
+    # The territory's own NATS user: it may publish only under unityplan.<code>.> (see docs).
+    user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    password: str | None = Field(default=None, min_length=8)
     stream: str = Field(default="UNITYPLAN", pattern=r"^[A-Za-z0-9_-]+$")
     duplicate_window_seconds: int = Field(default=120, ge=1)
     max_age_days: int = Field(default=30, ge=1)

@@ -127,7 +127,9 @@ async def run(options: EventsOptions) -> EventsResult:
             assert platform is not None
             await asyncio.wait_for(platform.event_bus.stream_ready.wait(), 30)
             watcher = AckWatcher(platform)
-            client = await nats.connect(stack.nats.url)
+            client = await nats.connect(
+                stack.nats.url, **stack.nats.credentials(stack.options.territory)
+            )
             try:
                 js = client.jetstream()
                 sample = EventEnvelope(type=EVENT_TYPE, territory=platform.territory, data={"n": 0})

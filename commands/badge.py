@@ -13,8 +13,9 @@ from workflows.badge_credentials import BadgeCredentials
 from workflows.badges import BadgeService
 
 from .decorators import argument, command, option, requires
+from .errors import PermissionDenied
 from .parsers import iso_date, positive_days, slug, slug_list, user_id
-from .permissions import Permission
+from .permissions import Permission, PermissionChecker
 from .router import CommandContext
 
 
@@ -29,7 +30,9 @@ class BadgeCommands:
         checks: BadgeChecker,
         credentials: BadgeCredentials,
         server_name: str,
+        permissions: PermissionChecker,
     ) -> None:
+        self.permissions = permissions
         self.badges = badges
         self.checks = checks
         self.credentials = credentials
@@ -118,6 +121,12 @@ class BadgeCommands:
     async def award(
         self, ctx: CommandContext, user: UserID, badge: str, expires: date | None
     ) -> None:
+        if user == ctx.sender:
+            raise PermissionDenied("Nobody awards a badge to themselves; ask another issuer.")
+        if badge in self.permissions.role_badges() and not self.permissions.is_admin(ctx.sender):
+            raise PermissionDenied(
+                f"{badge} grants a role in this territory: only a territory admin may award it."
+            )
         outcome = await self.badges.award(
             user, badge, by=ctx.sender, source="issuer", expires=expires, room_id=ctx.room_id
         )

@@ -125,11 +125,7 @@ class CourseCommands:
     @argument("choice", parser=choice_number)
     async def answer(self, ctx: CommandContext, course: str, choice: int) -> None:
         outcome = await self.courses.answer(ctx.sender, course, choice, room_id=ctx.room_id)
-        verdict = (
-            "✅ Right."
-            if outcome.correct
-            else f"❌ Not quite: the answer was {outcome.correct_choice}."
-        )
+        verdict = "✅ Right." if outcome.correct else "❌ Not quite."
         if not outcome.attempt_finished:
             await ctx.reply(
                 f"{verdict} Send {code(ctx.prefix + 'course next ' + course)} for the next question."

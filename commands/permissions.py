@@ -54,6 +54,16 @@ class PermissionChecker:
     def is_admin(self, user_id: UserID) -> bool:
         return user_id in self._admins
 
+    def role_badges(self) -> frozenset[str]:
+        """Badges that grant a permission (``badge:<slug>`` in a grant list): holding one makes
+        an issuer or an admin, so only territory admins may award them."""
+        return frozenset(
+            grant.removeprefix("badge:")
+            for grants in self._grants.values()
+            for grant in grants
+            if grant.startswith("badge:")
+        )
+
     async def has(self, permission: Permission, user_id: UserID, room_id: RoomID) -> bool:
         if self.is_admin(user_id):
             return True

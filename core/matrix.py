@@ -112,6 +112,14 @@ class MatrixConnection:
             effective.users[creator] = 2**53 - 1
         return effective
 
+    async def may_redact(self, room_id: str, sender: str, author: str) -> bool:
+        """Matrix lets a redaction into the room before deciding whether it applies: it does when
+        the sender wrote the event, or holds the room's redact power level."""
+        if sender == author:
+            return True
+        levels = await self.effective_power_levels(RoomID(room_id))
+        return bool(levels.get_user_level(UserID(sender)) >= levels.redact)
+
     async def _creators(self, room_id: RoomID) -> tuple[UserID, ...]:
         """Creators with implicit power (room version 12+); cached, as create events never change."""
         found, known = self._creators_cache.lookup(room_id)

@@ -16,6 +16,7 @@ from appservice.stack.local import LocalStack, StackOptions
 from tests.matrix_user import MatrixUser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ROLE_BADGE = "trusted-issuer"
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -31,6 +32,10 @@ async def stack() -> AsyncIterator[LocalStack]:
                 "media": {"max_bytes": 1024 * 1024},  # 1 MB, so oversize files are cheap
                 # Retries in tenths of seconds, so a given-up event is answered within seconds.
                 "appservice": {"retry_base_seconds": 0.1, "event_max_attempts": 4},
+                # Holders of the badge trusted-issuer may award badges (a role badge).
+                "permissions": {
+                    "badge_issuers": ["@admin:dk.localhost", f"badge:{ROLE_BADGE}"],
+                },
             },
         )
     )

@@ -7,16 +7,26 @@
 
 from __future__ import annotations
 
+import logging
+
 from core.effects import Effects
 from core.events import ConsumerSpec, EventEnvelope, event_subject
 from core.html import code, escape
+from db.repositories.courses import CourseRepository
 
 from .badges import BadgeService
 
+log = logging.getLogger("unityplan.badges")
+
 
 class CourseBadgeAwarder:
-    def __init__(self, badges: BadgeService, bot_user_id: str) -> None:
+    """Awards a course's badge on ``course.completed`` — re-derived from this territory's own
+    database: the learner's completed enrolment and the badge the course itself awards. The event
+    only says whom to look at; a forged or stale payload awards nothing."""
+
+    def __init__(self, badges: BadgeService, courses: CourseRepository, bot_user_id: str) -> None:
         self.badges = badges
+        self.courses = courses
         self.bot_user_id = bot_user_id
 
     def spec(self, territory: str) -> ConsumerSpec:
@@ -28,12 +38,25 @@ class CourseBadgeAwarder:
 
     async def handle(self, event: EventEnvelope) -> None:
         data = event.data
+        user_id, slug = str(data.get("user_id", "")), str(data.get("course", ""))
+        enrollment = await self.courses.latest_enrollment(user_id, slug)
+        if enrollment is None or enrollment.completed_at is None:
+            log.warning(
+                "course.completed %s for %s in %s without a completed enrolment: ignored",
+                event.id,
+                user_id,
+                slug,
+            )
+            return
+        course = await self.courses.get(enrollment.course_id)
+        if course is None:
+            return
         await self.badges.award(
-            data["user_id"],
-            data["awards"],
+            user_id,
+            course.awards,
             by=self.bot_user_id,
-            source=f"course:{data['course']}",
-            room_id=data.get("room_id"),
+            source=f"course:{course.slug}",
+            room_id=data.get("room_id") if isinstance(data.get("room_id"), str) else None,
         )
 
 

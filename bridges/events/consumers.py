@@ -28,6 +28,7 @@ from db.repositories.consumed import ConsumedEventsRepository
 from .metrics import EventMetrics
 from .nats_client import NatsClient
 from .publisher import EventPublisher
+from .trust import BusTrust
 
 log = logging.getLogger("unityplan.events.consumers")
 
@@ -60,6 +61,7 @@ class DurableConsumer:
         consumed: ConsumedEventsRepository,
         publisher: EventPublisher,
         metrics: EventMetrics,
+        trust: BusTrust,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -68,6 +70,7 @@ class DurableConsumer:
         self.consumed = consumed
         self.publisher = publisher
         self.metrics = metrics
+        self.trust = trust
 
     @property
     def name(self) -> str:
@@ -130,6 +133,22 @@ class DurableConsumer:
             return
         if deliveries > self.settings.max_deliver:
             await self._dead_letter(message, envelope, deliveries, "delivered too often")
+            return
+        # Nothing is believed because of where it came from: the envelope must be signed by the
+        # territory it names, on that territory's own subject.
+        problem = await self.trust.problem(
+            envelope.territory, message.subject, message.data, message.headers
+        )
+        if problem is not None:
+            log.warning(
+                "Consumer %s rejects event %s on %s: %s",
+                self.name,
+                envelope.id,
+                message.subject,
+                problem,
+            )
+            self.metrics.rejected.labels(self.name, problem).inc()
+            await self._dead_letter(message, envelope, deliveries, f"rejected: {problem}")
             return
         try:
             applied = await self.apply(envelope)

@@ -35,6 +35,18 @@ class EventMetrics:
             ["consumer"],
             registry=registry,
         )
+        self.rejected = Counter(
+            "unityplan_events_rejected",
+            "Events a consumer refused to believe (unsigned, wrongly signed, foreign subject)",
+            ["consumer", "reason"],
+            registry=registry,
+        )
+        self.answers_rejected = Counter(
+            "unityplan_badge_check_answers_rejected",
+            "badge.check answers not signed by the territory asked",
+            ["reason"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "unityplan_dead_letters",
             "Events given up on after max deliveries, by consumer",

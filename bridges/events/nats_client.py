@@ -17,9 +17,20 @@ log = logging.getLogger("unityplan.events.nats")
 
 
 class NatsClient:
-    def __init__(self, url: str, *, name: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        user: str | None = None,
+        password: str | None = None,
+        inbox_prefix: str = "_INBOX",
+    ) -> None:
         self.url = url
         self.name = name
+        self.user = user
+        self.password = password
+        self.inbox_prefix = inbox_prefix  # its own inboxes: the server lets only it read them
         self._client: Client | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -35,6 +46,9 @@ class NatsClient:
                 self._client = await nats.connect(
                     self.url,
                     name=self.name,
+                    user=self.user,
+                    password=self.password,
+                    inbox_prefix=self.inbox_prefix,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,

@@ -23,6 +23,7 @@ from db.repositories.outbox import OutboxRepository
 
 from .metrics import EventMetrics
 from .nats_client import NatsClient
+from .trust import BusTrust
 
 log = logging.getLogger("unityplan.events.relay")
 
@@ -39,9 +40,11 @@ class OutboxRelay:
         db: Database,
         nats: NatsClient,
         metrics: EventMetrics,
+        trust: BusTrust,
         *,
         stream: str,
     ) -> None:
+        self.trust = trust  # every message leaves signed with the territory's key
         self.outbox = outbox
         self.db = db
         self.nats = nats
@@ -105,7 +108,10 @@ class OutboxRelay:
                 row.subject,
                 row.payload.encode(),
                 stream=self.stream,
-                headers={"Nats-Msg-Id": str(row.event_id)},
+                headers={
+                    "Nats-Msg-Id": str(row.event_id),
+                    **self.trust.headers(row.subject, row.payload.encode()),
+                },
             )
             for row in rows
         ]

@@ -26,7 +26,9 @@ from core.ids import server_of
 from core.ports import BadgeCheckError, BadgeStatus
 from db.repositories.territories import TerritoryRepository
 
+from .metrics import EventMetrics
 from .nats_client import NatsClient
+from .trust import BusTrust
 
 log = logging.getLogger("unityplan.events.requests")
 
@@ -38,10 +40,13 @@ BadgeStatusLookup = Callable[[str, str], Awaitable[BadgeStatus]]
 
 
 class BadgeCheckResponder:
-    def __init__(self, nats: NatsClient, territory: str, lookup: BadgeStatusLookup) -> None:
+    def __init__(
+        self, nats: NatsClient, territory: str, lookup: BadgeStatusLookup, trust: BusTrust
+    ) -> None:
         self.nats = nats
         self.territory = territory
         self.lookup = lookup
+        self.trust = trust
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
@@ -75,7 +80,10 @@ class BadgeCheckResponder:
             except Exception:
                 log.exception("Badge check for %s / %s failed", user_id, badge)
                 status = BadgeStatus(valid=False, error="internal error")
-        await message.respond(json.dumps(status.as_json()).encode())
+        answer = json.dumps(status.as_json()).encode()
+        # Signed, and bound to the question: the asker believes only this territory's key.
+        headers = self.trust.reply_headers(message.subject, message.data, answer)
+        await self.nats.client.publish(message.reply, answer, headers=headers)
 
 
 def _is_pub_ack(answer: Any) -> bool:
@@ -83,9 +91,17 @@ def _is_pub_ack(answer: Any) -> bool:
 
 
 class BadgeCheckClient:
-    def __init__(self, nats: NatsClient, territories: TerritoryRepository) -> None:
+    def __init__(
+        self,
+        nats: NatsClient,
+        territories: TerritoryRepository,
+        trust: BusTrust,
+        metrics: EventMetrics,
+    ) -> None:
         self.nats = nats
         self.territories = territories
+        self.trust = trust
+        self.metrics = metrics
 
     async def check(self, user_id: str, badge: str, timeout: float = 3.0) -> BadgeStatus:
         server_name = server_of(user_id)
@@ -95,22 +111,28 @@ class BadgeCheckClient:
         client = self.nats.client
         inbox = client.new_inbox()
         answered: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        subject = request_subject(territory.code, BADGE_CHECK)
+        question = json.dumps({"user_id": user_id, "badge": badge}).encode()
 
         async def on_reply(message: Msg) -> None:
             try:
                 answer = json.loads(message.data)
             except ValueError:
                 return
-            if not _is_pub_ack(answer) and not answered.done():
-                answered.set_result(answer)
+            if _is_pub_ack(answer) or answered.done():
+                return
+            problem = await self.trust.reply_problem(
+                territory.code, subject, question, message.data, message.headers
+            )
+            if problem is not None:  # a rogue responder: not believed, the real one may follow
+                log.warning("badge.check answer for %s rejected: %s", territory.code, problem)
+                self.metrics.answers_rejected.labels(problem).inc()
+                return
+            answered.set_result(answer)
 
         subscription = await client.subscribe(inbox, cb=on_reply)
         try:
-            await client.publish(
-                request_subject(territory.code, BADGE_CHECK),
-                json.dumps({"user_id": user_id, "badge": badge}).encode(),
-                reply=inbox,
-            )
+            await client.publish(subject, question, reply=inbox)
             try:
                 answer = await asyncio.wait_for(answered, timeout)
             except TimeoutError as exc:

@@ -21,7 +21,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import NotFound, Refused, TooLarge
+from core.errors import NotFound, Refused
+from core.http import read_body
 from db.repositories.forum import Comment, ForumRepository, Topic
 from db.repositories.media import MediaRepository
 from workflows.forum import ForumService
@@ -82,9 +83,7 @@ class ForumApi:
     # --- helpers ------------------------------------------------------------------------------
 
     async def _body(self, request: web.Request, model: type[BaseModel]) -> Any:
-        raw = await request.content.read(MAX_REQUEST_BYTES + 1)
-        if len(raw) > MAX_REQUEST_BYTES:
-            raise TooLarge(f"The request is larger than {MAX_REQUEST_BYTES // 1024} KB.")
+        raw = await read_body(request, MAX_REQUEST_BYTES)
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

@@ -136,6 +136,11 @@ class ForumBridge:
             return
         comment = await self.forum.comment_by_event(redacts)
         if comment is not None:
+            if not await self.service.matrix.may_redact(
+                event.room_id, event.sender, comment.author
+            ):
+                log.info("Ignoring %s's redaction of %s's comment", event.sender, comment.author)
+                return
             if await self.forum.soft_delete(comment.id):
                 await self.events.emit(
                     "forum.comment_deleted",

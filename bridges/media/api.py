@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -17,6 +18,12 @@ log = logging.getLogger("unityplan.media.api")
 CID = re.compile(r"^[A-Za-z0-9]{20,100}$")
 
 
+def content_disposition(filename: str) -> str:
+    """RFC 6266: an ASCII fallback and the UTF-8 name (RFC 8187), as an attachment."""
+    fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", filename)[:200] or "file"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 def add_media_routes(app: web.Application, media: MediaRepository, ipfs: IpfsClient) -> None:
     async def get_media(request: web.Request) -> web.StreamResponse:
         cid = request.match_info["cid"]
@@ -25,13 +32,14 @@ def add_media_routes(app: web.Application, media: MediaRepository, ipfs: IpfsCli
         if found is None or upload is None or not found[3] or found[2]:
             raise NotFound("No such file")
         size, mime, _, _ = found
-        safe_name = re.sub(r'["\\\r\n]', "_", upload.filename)
         response = web.StreamResponse(
             headers={
                 "Content-Type": mime,
                 "Content-Length": str(size),
-                "Content-Disposition": f'inline; filename="{safe_name}"',
+                "Content-Disposition": content_disposition(upload.filename),
                 "X-Content-Type-Options": "nosniff",
+                # A file from a stranger never runs as a page of ours.
+                "Content-Security-Policy": "default-src 'none'; sandbox",
                 "Cache-Control": "public, max-age=31536000, immutable",
             }
         )

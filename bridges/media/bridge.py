@@ -111,7 +111,14 @@ class MediaBridge:
         redacts = str(getattr(event, "redacts", None) or "")
         upload = await self.media.upload_by_event(redacts) if redacts else None
         if upload is None:
-            await self.media.dequeue(redacts)  # redacted before it was stored
+            queued = await self.media.queued_item(redacts) if redacts else None
+            if queued is not None and await self.matrix.may_redact(
+                event.room_id, event.sender, queued.uploader
+            ):
+                await self.media.dequeue(redacts)  # redacted before it was stored
+            return
+        if not await self.matrix.may_redact(event.room_id, event.sender, upload.uploader):
+            log.info("Ignoring %s's redaction of %s's file", event.sender, upload.uploader)
             return
         remaining = await self.media.redact_upload(upload.id)
         if remaining == 0:

@@ -116,6 +116,15 @@ class MediaRepository:
             error[:500],
         )
 
+    async def queued_item(self, event_id: str) -> QueuedFile | None:
+        row = await self.db.fetchrow(
+            f"""SELECT matrix_event_id, room_id, uploader, mxc_url, filename, declared_mime,
+                       declared_size, attempts
+                FROM {self.schema}.media_queue WHERE matrix_event_id = $1""",
+            event_id,
+        )
+        return QueuedFile.from_row(row) if row else None
+
     async def dequeue(self, event_id: str) -> None:
         await self.db.execute(
             f"DELETE FROM {self.schema}.media_queue WHERE matrix_event_id = $1", event_id

@@ -33,6 +33,7 @@ class Territory:
     homeserver_url: str
     database_dsn: str
     settings: dict[str, Any]
+    public_key: str | None = None  # Ed25519, base64url: what signs this territory's bus messages
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Territory:
@@ -43,6 +44,7 @@ class Territory:
             homeserver_url=row["homeserver_url"],
             database_dsn=row["database_dsn"],
             settings=json.loads(row["settings"]),
+            public_key=row["public_key"],
         )
 
 
@@ -54,12 +56,13 @@ class TerritoryRepository:
         await self.db.execute(
             """
             INSERT INTO global.territories
-                (code, name, server_name, homeserver_url, database_dsn, settings)
-            VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+                (code, name, server_name, homeserver_url, database_dsn, settings, public_key)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
             ON CONFLICT (code) DO UPDATE SET
                 name = EXCLUDED.name, server_name = EXCLUDED.server_name,
                 homeserver_url = EXCLUDED.homeserver_url, database_dsn = EXCLUDED.database_dsn,
-                settings = EXCLUDED.settings, updated_at = now()
+                settings = EXCLUDED.settings, public_key = EXCLUDED.public_key,
+                updated_at = now()
             """,
             territory.code,
             territory.name,
@@ -67,11 +70,13 @@ class TerritoryRepository:
             territory.homeserver_url,
             dsn_without_password(territory.database_dsn),
             json.dumps(territory.settings),
+            territory.public_key,
         )
 
     async def get(self, code: TerritoryCode) -> Territory | None:
         row = await self.db.fetchrow(
-            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text
+            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
+                      public_key
                FROM global.territories WHERE code = $1""",
             code,
         )
@@ -79,7 +84,8 @@ class TerritoryRepository:
 
     async def by_server_name(self, server_name: str) -> Territory | None:
         row = await self.db.fetchrow(
-            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text
+            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
+                      public_key
                FROM global.territories WHERE server_name = $1""",
             server_name,
         )

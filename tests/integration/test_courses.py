@@ -15,6 +15,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from appservice.app import Platform
 from appservice.stack.local import LocalStack
 from core.events import EventEnvelope
+from tests.conftest import ROLE_BADGE
 from tests.matrix_user import MatrixUser, body, html
 
 
@@ -144,7 +145,8 @@ async def test_a_learners_whole_journey(
     again = await user.command(room, f"!course next {course}")
     assert "(still open)" in body(again)
     wrong = await user.command(room, f"!course answer {course} 2")
-    assert "Not quite: the answer was 1" in body(wrong)
+    assert "Not quite." in body(wrong)
+    assert "answer was" not in body(wrong)  # the next attempt must not be a lookup
     changed_mind = await user.command(room, f"!course answer {course} 1")
     assert "no open question" in body(changed_mind)  # the first answer counts
     await user.command(room, f"!course next {course}")
@@ -297,15 +299,47 @@ async def test_cli_course_import(stack: LocalStack, user: MatrixUser, tmp_path: 
     assert code == 2 and "version 1 exists" in err
 
 
-async def test_badge_check_answers_from_the_awards(platform: Platform, admin: MatrixUser) -> None:
+async def test_badge_check_answers_from_the_awards(
+    platform: Platform, admin: MatrixUser, user: MatrixUser
+) -> None:
     badge = _slug("checked")
     room = await admin.room_with_bot()
     await admin.command(room, f"!badge define {badge} Checked")
-    status = await platform.badge_checks.check(admin.user_id, badge)
+    status = await platform.badge_checks.check(user.user_id, badge)
     assert status.valid is False and status.error is None
-    await admin.command(room, f"!badge award {admin.user_id} {badge}")
-    status = await platform.badge_checks.check(admin.user_id, badge)
+    await admin.command(room, f"!badge award {user.user_id} {badge}")
+    status = await platform.badge_checks.check(user.user_id, badge)
     assert status.valid is True and status.expires_at is None
+
+
+async def test_nobody_awards_themselves_and_role_badges_need_an_admin(
+    platform: Platform, admin: MatrixUser, user: MatrixUser
+) -> None:
+    badge = _slug("self")
+    room = await admin.room_with_bot()
+    await admin.command(room, f"!badge define {badge} Self")
+    refused = await admin.command(room, f"!badge award {admin.user_id} {badge}")
+    assert "themselves" in body(refused)
+    assert not await platform.awards.holds(admin.user_id, badge)
+    # trusted-issuer makes its holders issuers (tests/conftest.py): a role badge. Its holder
+    # may award other badges, but not the role itself; a territory admin may.
+    if not await platform.badge_definitions.get(ROLE_BADGE):
+        await platform.badges.define(
+            ROLE_BADGE, "Trusted issuer", valid_days=None, requires=(), actor="@t:x"
+        )
+    issuer = await MatrixUser.create(user.stack)
+    try:
+        await platform.badges.award(issuer.user_id, ROLE_BADGE, by="@t:x", source="test")
+        issuer_room = await issuer.room_with_bot()
+        refused = await issuer.command(issuer_room, f"!badge award {user.user_id} {ROLE_BADGE}")
+        assert "only a territory admin" in body(refused)
+        assert not await platform.awards.holds(user.user_id, ROLE_BADGE)
+        allowed = await issuer.command(issuer_room, f"!badge award {user.user_id} {badge}")
+        assert "Awarded" in body(allowed)
+        by_admin = await admin.command(room, f"!badge award {user.user_id} {ROLE_BADGE}")
+        assert "Awarded" in body(by_admin)
+    finally:
+        await issuer.close()
 
 
 async def test_badge_holders_can_be_issuers(platform: Platform) -> None:

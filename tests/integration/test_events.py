@@ -26,7 +26,16 @@ from core.ports import BadgeCheckError
 
 @pytest_asyncio.fixture
 async def nc(stack: LocalStack) -> Any:
+    """A client without credentials: it may read the bus, not publish events."""
     client = await nats.connect(stack.nats.url)
+    yield client
+    await client.close()
+
+
+@pytest_asyncio.fixture
+async def territory_nc(stack: LocalStack) -> Any:
+    """A client with the territory's own credentials (as a buggy or compromised process of it)."""
+    client = await nats.connect(stack.nats.url, **stack.nats.credentials("dk"))
     yield client
     await client.close()
 
@@ -110,6 +119,7 @@ def _consumer(
         consumed=platform.consumed,
         publisher=platform.events,
         metrics=platform.event_metrics,
+        trust=platform.bus_trust,
     )
 
 
@@ -317,7 +327,7 @@ async def test_poison_message_becomes_a_dead_letter_and_the_consumer_goes_on(
 
 
 async def test_malformed_message_is_dead_lettered_at_once(
-    platform: Platform, nc: Client, effects: None
+    platform: Platform, territory_nc: Client, effects: None
 ) -> None:
     event_type = _event_type("garbage")
     subject = event_subject("dk", event_type)
@@ -325,7 +335,7 @@ async def test_malformed_message_is_dead_lettered_at_once(
     consumer = _consumer(platform, name, subject, _recording_handler(platform, name))
     task = asyncio.create_task(consumer.run())
     try:
-        await nc.jetstream().publish(subject, b"{this is not an envelope")
+        await territory_nc.jetstream().publish(subject, b"{this is not an envelope")
         await _eventually(lambda: _has_dead_letter(platform, name), what="dead letter")
     finally:
         task.cancel()

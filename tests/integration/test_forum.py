@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -425,3 +426,60 @@ async def test_api_errors_are_json_for_odd_ids_and_bad_bodies(platform: Platform
     assert status == 401 and answer["errcode"] == "M_MISSING_TOKEN"
     status, answer = await _api(platform, "PATCH", "/api/forums/topics/²/comments/1", data=b"{}")
     assert status == 401 and set(answer) == {"errcode", "error"}
+
+
+async def test_chunked_bodies_are_read_whole_and_oversize_ones_refused(
+    stack: LocalStack, platform: Platform, user: MatrixUser
+) -> None:
+    token = await _openid_token(stack, user)
+
+    async def chunks(data: bytes) -> Any:
+        for i in range(0, len(data), 7):  # a slow client or a proxy: many small chunks
+            yield data[i : i + 7]
+            await asyncio.sleep(0)
+
+    topic = {"title": f"Chunked {uuid.uuid4().hex[:6]}", "body": "sent in pieces"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    url = platform.config.public_url + "/api/forums/topics"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            url, data=chunks(json.dumps(topic).encode()), headers=headers
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            created = await resp.json()
+        big = json.dumps({"title": "x", "body": "y" * 70_000}).encode()
+        async with session.post(url, data=chunks(big), headers=headers) as resp:
+            assert resp.status == 413 and (await resp.json())["errcode"] == "M_TOO_LARGE"
+    status, comments = await _api(platform, "GET", f"/api/forums/topics/{created['id']}/comments")
+    assert status == 200 and comments["comments"][0]["body"] == "sent in pieces"
+
+
+async def test_only_the_author_or_a_redactor_deletes_a_comment(
+    stack: LocalStack, platform: Platform, user: MatrixUser
+) -> None:
+    """Matrix accepts a member's redaction of someone else's message into the room; it applies
+    only to the author's own events or with the redact power level, and so on the forum."""
+    topic = await platform.forum_service.create_topic(
+        f"Redact {uuid.uuid4().hex[:6]}", user.user_id
+    )
+    assert topic.matrix_room_id
+    room = topic.matrix_room_id
+    other = await MatrixUser.create(stack)
+    try:
+        await user.client.join(room)
+        await other.client.join(room)
+        mine = await _send(user, room, {"msgtype": "m.text", "body": "mine"})
+        await _eventually(lambda: _first(platform, topic.id, mine), "the comment")
+        await other.client.room_redact(room, mine, reason="not yours")
+        marker = await _send(other, room, {"msgtype": "m.text", "body": "after the redaction"})
+        await _eventually(lambda: _first(platform, topic.id, marker), "the later comment")
+        assert (await _first(platform, topic.id, mine))["deleted"] is False  # type: ignore[index]
+        await user.client.room_redact(room, mine, reason="my own")
+
+        async def deleted() -> bool:
+            found = await _first(platform, topic.id, mine)
+            return bool(found and found["deleted"])
+
+        await _eventually(deleted, "the author's redaction applied")
+    finally:
+        await other.close()

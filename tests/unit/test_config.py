@@ -141,6 +141,27 @@ def test_unreachable_database_is_one_sentence(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_placeholder_registration_tokens_are_refused_at_start(tmp_path: Path) -> None:
+    """The shipped deploy/ registration has placeholder tokens: running with them is refused."""
+    path = tmp_path / "config.yaml"
+    write_config(GOOD, path)
+    (tmp_path / "registration.yaml").write_text(
+        "id: unityplan\nurl: http://127.0.0.1:29333\n"
+        "as_token: PLACEHOLDER-as_token-replace-me-run-registration-generate-rotate\n"
+        "hs_token: PLACEHOLDER-hs_token-replace-me-run-registration-generate-rotate\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "appservice", "-c", str(path), "run"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "placeholder" in line and "registration generate --rotate" in line
+
+
 def test_a_failed_start_stops_what_had_started() -> None:
     """E.g. `unityplan dev` whose demo seeding fails after the servers are up."""
     from appservice.__main__ import EXIT_STARTUP, _run_until_signal

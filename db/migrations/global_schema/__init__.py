@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import v001_foundation
+from . import v001_foundation, v002_territory_keys
 
-MODULES = (v001_foundation,)
+MODULES = (v001_foundation, v002_territory_keys)
