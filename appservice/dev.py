@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from core.secrets import write_private
+
 from .app import Platform
 from .stack.ipfs import jsipfs_path
 from .stack.local import LocalStack, StackOptions
@@ -56,10 +58,7 @@ class DevStack:
     def _write_stack_json(self) -> None:
         assert self._info is not None
         info = {**self._info, **self.stack.pids()}
-        tmp = self.stack_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2))
-        tmp.chmod(0o600)  # it holds the database and demo passwords
-        tmp.replace(self.stack_json)
+        write_private(self.stack_json, json.dumps(info, indent=2))  # passwords are in it
 
     def _appservice_restarted(self, pid: int) -> None:
         if self._info is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from core.ids import Namespace
+from core.secrets import write_private
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,5 @@ def generate(spec: RegistrationSpec, output: Path, *, rotate: bool = False) -> d
         hs_token = existing.get("hs_token") or hs_token
     registration = build_registration(spec, as_token, hs_token)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(dump_registration(registration), "utf-8")
-    tmp.chmod(0o600)
-    tmp.replace(output)
+    write_private(output, dump_registration(registration))
     return registration

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.secrets import write_private
+
 from ..app import Platform
 from ..config import Config, load_config, write_config
 from .ipfs import IpfsNode
@@ -117,8 +119,7 @@ class LocalStack:
         path = self.root / f"{name}.txt"
         if not path.exists():
             self.root.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
+            write_private(path, secrets.token_urlsafe(32))
         return path.read_text().strip()
 
     def _ports(self) -> dict[str, int]:
@@ -248,8 +249,7 @@ class LocalStack:
                 localpart, password, admin=(role == "admin"), displayname=localpart.title()
             )
             users.append(DemoUser(user_id, localpart, password, role))
-        saved_path.write_text(json.dumps({u.localpart: u.password for u in users}))
-        saved_path.chmod(0o600)
+        write_private(saved_path, json.dumps({u.localpart: u.password for u in users}))
         self.demo_users = users
 
     def pids(self) -> dict[str, Any]:

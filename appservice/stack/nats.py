@@ -13,6 +13,8 @@ from typing import Any
 
 import aiohttp
 
+from core.secrets import write_private
+
 from .process import ManagedProcess, StackError
 
 
@@ -130,8 +132,7 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         auth: list[str] = []
         if self.users:
-            self.config_path.write_text(server_config(self.users))
-            self.config_path.chmod(0o600)
+            write_private(self.config_path, server_config(self.users))
             auth = ["-c", str(self.config_path)]
         self.process = ManagedProcess(
             "nats-server",

@@ -13,6 +13,8 @@ import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from core.secrets import without_password
+
 log = logging.getLogger("unityplan.events.nats")
 
 
@@ -58,11 +60,14 @@ class NatsClient:
                     error_cb=self._error,
                 )
                 self._connected.set()
-                log.info("Connected to NATS at %s", self.url)
+                log.info("Connected to NATS at %s", without_password(self.url))
                 return
             except (TimeoutError, NatsError, OSError) as exc:
                 log.warning(
-                    "NATS at %s not reachable (%s); retrying in %.1f s", self.url, exc, delay
+                    "NATS at %s not reachable (%s); retrying in %.1f s",
+                    without_password(self.url),
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)

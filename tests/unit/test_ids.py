@@ -42,3 +42,21 @@ def test_the_registration_regex_is_anchored_to_our_server() -> None:
     assert pattern.fullmatch("@unity_alice:dk.example")
     assert not pattern.fullmatch("@unity_alice:ca.example")
     assert DK.ghost_id("alice") == "@unity_alice:dk.example"
+
+
+def test_secrets_are_private_from_the_start_and_masked_in_urls(tmp_path: object) -> None:
+    import os
+    import stat
+    from pathlib import Path
+
+    from core.secrets import without_password, write_private
+
+    path = Path(str(tmp_path)) / "sub" / "token.txt"
+    old = os.umask(0)  # even a permissive umask gives 0600
+    try:
+        write_private(path, "s3cret")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "s3cret"
+    assert without_password("nats://dk:s3cret@127.0.0.1:4222") == "nats://dk:***@127.0.0.1:4222"
+    assert without_password("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
