@@ -131,6 +131,10 @@ class CommandRouter:
             return Outcome.NOT_A_COMMAND
         started = time.monotonic()
         ctx = CommandContext(sender, room_id, event_id, self.prefix, reply, reply_to)
+        if "\x00" in body:  # PostgreSQL text cannot hold it, and no argument needs it
+            await reply("A command cannot contain a NUL character.")
+            self.metrics.observe("unknown", Outcome.USAGE, time.monotonic() - started)
+            return Outcome.USAGE
         text = body[len(self.prefix) :].strip()
         bound, rest = self._resolve(text)
         words = text.split()

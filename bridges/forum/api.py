@@ -84,6 +84,8 @@ class ForumApi:
 
     async def _body(self, request: web.Request, model: type[BaseModel]) -> Any:
         raw = await read_body(request, MAX_REQUEST_BYTES)
+        if b"\x00" in raw or b"\\u0000" in raw:
+            raise Refused("Text cannot contain NUL characters.", reason="bad_json")
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

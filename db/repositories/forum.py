@@ -63,6 +63,11 @@ class Revision:
     created_at: datetime
 
 
+def storable(text: str) -> str:
+    """Matrix text may hold NUL characters, PostgreSQL text may not: they become U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
 TOPIC_CACHE_SIZE = 10_000  # rooms remembered as "a topic room" or "not one"
 
 _TOPIC = """SELECT t.id, c.slug AS category, t.slug, t.title, t.matrix_room_id, t.created_by,
@@ -170,6 +175,8 @@ class ForumRepository:
         parent_id: int | None,
     ) -> Comment | None:
         """None when a comment for this Matrix event exists already (a replayed event)."""
+        body = storable(body)
+        body_html = storable(body_html) if body_html is not None else None
         row = await self.db.fetchrow(
             f"""INSERT INTO {self.schema}.forum_comments
                     (topic_id, matrix_event_id, author, parent_id, body, body_html, source)
@@ -216,6 +223,8 @@ class ForumRepository:
         self, comment_id: int, body: str, body_html: str | None, event_id: str | None
     ) -> bool:
         """Keep the current text as a revision and replace it; False if already applied."""
+        body = storable(body)
+        body_html = storable(body_html) if body_html is not None else None
         async with self.db.transaction() as conn:
             if event_id and await conn.fetchval(
                 f"""SELECT true FROM {self.schema}.forum_comment_revisions
