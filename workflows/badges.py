@@ -93,6 +93,12 @@ class BadgeService:
                 defined_by=actor,
             )
         )
+        if created is None:
+            owner = await self.definitions.get(slug)
+            raise Forbidden(
+                f"The badge {slug} belongs to territory {owner.defined_in if owner else '?'}; "
+                "only that territory changes it."
+            )
         await self.audit.record(
             actor,
             "badge.defined" if created else "badge.redefined",

@@ -65,9 +65,10 @@ class CourseFile(_Strict):
     version: int = Field(ge=1)
     prerequisites: tuple[str, ...] = ()
     awards: str = Field(pattern=SLUG, max_length=63)
-    pass_mark: float = Field(ge=0, le=1)
+    # A badge is earned, not handed out: a course that awards one has a quiz to pass.
+    pass_mark: float = Field(gt=0, le=1)
     lessons: tuple[LessonSpec, ...] = Field(min_length=1)
-    quiz: tuple[QuestionSpec, ...] = ()
+    quiz: tuple[QuestionSpec, ...] = Field(min_length=1)
 
 
 def parse_course_file(text: str | bytes) -> CourseFile:

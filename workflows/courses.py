@@ -110,6 +110,12 @@ class CourseService:
         for prerequisite in spec.prerequisites:
             if await self.definitions.get(prerequisite) is None:
                 raise NotFound(f"The prerequisite badge {prerequisite!r} does not exist.")
+        awarded = await self.definitions.get(spec.awards)
+        if awarded is not None and awarded.defined_in != self.territory:
+            raise Forbidden(
+                f"A course of {self.territory} awards only badges {self.territory} defines; "
+                f"{spec.awards} belongs to {awarded.defined_in}."
+            )
         pinned: dict[int, list[Material]] = {}
         for number, lesson in enumerate(spec.lessons, start=1):
             if lesson.materials:

@@ -80,26 +80,27 @@ class BadgeDefinitionRepository:
         )
         return BadgeDefinition.from_row(row) if row else None
 
-    async def define(self, badge: BadgeDefinition) -> bool:
-        """Create or update; True when it was created."""
-        return bool(
-            await self.db.fetchval(
-                """INSERT INTO public.badge_definitions
-                       (slug, name, description, valid_days, prerequisites, defined_in, defined_by)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)
-                   ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name,
-                       description = EXCLUDED.description, valid_days = EXCLUDED.valid_days,
-                       prerequisites = EXCLUDED.prerequisites, updated_at = now()
-                   RETURNING (xmax = 0)""",
-                badge.slug,
-                badge.name,
-                badge.description,
-                badge.valid_days,
-                list(badge.prerequisites),
-                badge.defined_in,
-                badge.defined_by,
-            )
+    async def define(self, badge: BadgeDefinition) -> bool | None:
+        """Create or update; True when it was created, None when the slug belongs to another
+        territory (only the territory that defined a badge changes it)."""
+        created = await self.db.fetchval(
+            """INSERT INTO public.badge_definitions
+                   (slug, name, description, valid_days, prerequisites, defined_in, defined_by)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name,
+                   description = EXCLUDED.description, valid_days = EXCLUDED.valid_days,
+                   prerequisites = EXCLUDED.prerequisites, updated_at = now()
+               WHERE public.badge_definitions.defined_in = EXCLUDED.defined_in
+               RETURNING (xmax = 0)""",
+            badge.slug,
+            badge.name,
+            badge.description,
+            badge.valid_days,
+            list(badge.prerequisites),
+            badge.defined_in,
+            badge.defined_by,
         )
+        return None if created is None else bool(created)
 
     async def create_if_missing(self, badge: BadgeDefinition) -> bool:
         return bool(

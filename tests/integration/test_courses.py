@@ -411,3 +411,29 @@ async def test_course_materials_are_pinned_encrypted_when_gated_and_delivered(
     by_path["lessons"][0]["materials"] = ["slides/carbon.pdf"]
     refused = await _import(admin, admin_room, json.dumps(by_path).encode(), "m.yaml")
     assert "need `unityplan course import FILE`" in body(refused)
+
+
+async def test_badges_belong_to_their_territory_and_courses_must_examine(
+    platform: Platform, admin: MatrixUser
+) -> None:
+    from db.repositories.badges import BadgeDefinition
+
+    foreign = _slug("foreign")
+    await platform.badge_definitions.define(
+        BadgeDefinition(foreign, "Canadian", "", None, (), defined_in="ca", defined_by="@a:ca")
+    )
+    room = await admin.room_with_bot()
+    refused = await admin.command(room, f"!badge define {foreign} Taken over")
+    assert "belongs to territory ca" in body(refused)
+    assert (await platform.badge_definitions.get(foreign)).name == "Canadian"  # type: ignore[union-attr]
+
+    course = _slug("steal")
+    reply = await _import(admin, room, _course_yaml(course, foreign), "steal.yaml")
+    assert "awards only badges dk defines" in body(reply)
+    assert await platform.course_repo.latest_version(course) is None
+
+    data = json.loads(_course_yaml(_slug("free"), _slug("free-badge")))
+    for change, problem in (({"quiz": []}, "quiz"), ({"pass_mark": 0}, "pass_mark")):
+        reply = await _import(admin, room, json.dumps({**data, **change}).encode(), "free.yaml")
+        assert "is not a valid course" in body(reply) and problem in body(reply), body(reply)
+    assert await platform.course_repo.latest_version(data["slug"]) is None

@@ -92,6 +92,7 @@ async def _define_course_badge(admin: MatrixUser, badge: str, course: str) -> No
         "awards": badge,
         "pass_mark": 0.5,
         "lessons": [{"title": "Only lesson", "body": "Read me."}],
+        "quiz": [{"question": "Read it?", "choices": ["Yes", "No"], "answer": 1}],
     }
     file_event = await admin.send_file(room, json.dumps(data).encode(), "c.yaml", "text/yaml")
     reply = await admin.command_replying(room, "!course import", file_event)
@@ -134,9 +135,10 @@ async def test_join_refused_then_invited_after_the_course_then_removed(
 
     dm = await user.room_with_bot()
     await user.command(dm, f"!course enroll {course}")
-    await user.command(dm, f"!course next {course}")
-    done = await user.command(dm, f"!course next {course}")
-    assert "course is complete" in body(done)
+    await user.command(dm, f"!course next {course}")  # the lesson
+    await user.command(dm, f"!course next {course}")  # the question
+    done = await user.command(dm, f"!course answer {course} 1")
+    assert "passed" in body(done)
     await _wait_member(platform, user, room, present=True)  # invited by the gate, then joined
 
     await admin.command(await admin.room_with_bot(), f"!badge revoke {user.user_id} {badge} test")
