@@ -153,6 +153,7 @@ def build_course_services(
     audit: AuditLog,
     content: ContentStore | None,
     matrix: MatrixConnection | None = None,
+    messenger: DirectMessenger | None = None,
 ) -> CourseServices:
     """Courses and badges over their repositories (the appservice and `unityplan course import`)."""
     code = territory_code(config.territory.code)
@@ -181,7 +182,7 @@ def build_course_services(
         audit=audit,
         territory=code,
         command_prefix=prefix,
-        materials=MaterialStore(media, content, matrix) if content is not None else None,
+        materials=MaterialStore(media, content, matrix, messenger) if content is not None else None,
     )
     return CourseServices(definitions, awards, course_repo, media, badges, courses)
 
@@ -281,6 +282,7 @@ class Platform:
             audit=self.audit,
             content=self.ipfs,
             matrix=self.matrix,
+            messenger=self.messenger,
         )
         self.badge_definitions = services.definitions
         self.awards = services.awards

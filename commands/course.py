@@ -97,9 +97,20 @@ class CourseCommands:
             )
             store = self.courses.materials
             if store is not None:
+                private = False
                 for material in await store.of_lesson(step.course.id, lesson.position):
-                    await store.queue_delivery(
-                        self.effects, ctx.room_id, step.course.id, lesson.position, material
+                    private |= await store.queue_delivery(
+                        self.effects,
+                        step.course.id,
+                        lesson.position,
+                        material,
+                        room_id=ctx.room_id,
+                        learner=ctx.sender,
+                    )
+                if private:
+                    await ctx.reply(
+                        "This course is badge-gated: its materials come to you in your private "
+                        "chat with me, never into a shared room."
                     )
         elif isinstance(step, QuestionStep):
             question, total = step.question, step.course.question_count

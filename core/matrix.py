@@ -211,6 +211,20 @@ class DirectMessenger:
         await self._notice(new_room, html, txn_id)
         return new_room
 
+    async def room_for(self, user_id: str) -> RoomID:
+        """The user's DM room with the bot, opened when there is none yet."""
+        known = await self.rooms.get(user_id)
+        if known is not None:
+            return RoomID(known)
+        new_room = await self.matrix.bot.create_room(
+            preset=RoomCreatePreset.TRUSTED_PRIVATE,
+            is_direct=True,
+            invitees=[UserID(user_id)],
+            name=None,
+        )
+        await self.rooms.set(user_id, new_room)
+        return new_room
+
     async def _notice(self, room_id: RoomID, html: str, txn_id: str | None) -> None:
         await self.matrix.bot.send_message_event(
             room_id,

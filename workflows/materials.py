@@ -27,7 +27,7 @@ from mautrix.types import (
 
 from core.effects import Effects, PermanentFailure
 from core.errors import NotFound, Refused, TooLarge
-from core.matrix import MatrixConnection
+from core.matrix import DirectMessenger, MatrixConnection
 from core.ports import ContentStore
 from core.sniff import sniff
 from db.repositories.effects import EffectRow
@@ -52,11 +52,22 @@ DELIVERY = "course.material"
 
 class MaterialStore:
     def __init__(
-        self, media: MediaRepository, ipfs: ContentStore, matrix: MatrixConnection | None = None
+        self,
+        media: MediaRepository,
+        ipfs: ContentStore,
+        matrix: MatrixConnection | None = None,
+        messenger: DirectMessenger | None = None,
     ) -> None:
         self.media = media
         self.ipfs = ipfs
         self._matrix = matrix  # for delivery (the appservice); the CLI only pins
+        self._messenger = messenger
+
+    @property
+    def messenger(self) -> DirectMessenger:
+        if self._messenger is None:
+            raise RuntimeError("materials are delivered by the appservice only")
+        return self._messenger
 
     @property
     def matrix(self) -> MatrixConnection:
@@ -97,14 +108,26 @@ class MaterialStore:
         return await self.media.materials_of_lesson(course_id, lesson)
 
     async def queue_delivery(
-        self, effects: Effects, room_id: str, course_id: int, lesson: int, material: Material
-    ) -> None:
-        """Send the material into the room as a file, after the caller's transaction commits."""
-        await effects.record(
-            DELIVERY,
-            {"room_id": room_id, "course_id": course_id, "lesson": lesson, "cid": material.cid},
-            room_key=room_id,
-        )
+        self,
+        effects: Effects,
+        course_id: int,
+        lesson: int,
+        material: Material,
+        *,
+        room_id: str,
+        learner: str,
+    ) -> bool:
+        """Send the material as a file after the caller's transaction commits: into the room, or,
+        for a badge-gated course's (encrypted) material, only into the learner's DM with the bot.
+        True when it goes to the DM instead of the room."""
+        private = material.key is not None
+        payload: dict[str, Any] = {"course_id": course_id, "lesson": lesson, "cid": material.cid}
+        if private:
+            payload["learner"] = learner
+        else:
+            payload["room_id"] = room_id
+        await effects.record(DELIVERY, payload, room_key=f"dm:{learner}" if private else room_id)
+        return private
 
     async def deliver(self, effect: EffectRow) -> dict[str, Any]:
         """The executor of ``course.material``: decrypt if needed, upload once per CID, send."""
@@ -113,19 +136,20 @@ class MaterialStore:
         if not found:
             raise PermanentFailure(f"no material {p['cid']} in lesson {p['lesson']} any more")
         material = found[0]
-        mxc = await self.media.mxc_of(material.cid)
+        # A gated material's plaintext copy is made for this learner only, never reused.
+        mxc = await self.media.mxc_of(material.cid) if material.key is None else None
         if mxc is None:
             blob = await self.ipfs.cat(material.cid, timeout=60)
             data = decrypt(blob, material.key) if material.key else blob
             mxc = await self.matrix.bot.upload_media(
                 data, mime_type=material.mime, filename=material.name
             )
-            await self.media.set_mxc(
-                material.cid, material.size, material.mime, material.key is not None, mxc
-            )
+            if material.key is None:
+                await self.media.set_mxc(material.cid, material.size, material.mime, False, mxc)
+        room = p.get("room_id") or await self.messenger.room_for(p["learner"])
         msgtype = MessageType.IMAGE if material.mime.startswith("image/") else MessageType.FILE
         event_id = await self.matrix.bot.send_message_event(
-            RoomID(p["room_id"]),
+            RoomID(room),
             EventType.ROOM_MESSAGE,
             MediaMessageEventContent(
                 msgtype=msgtype,

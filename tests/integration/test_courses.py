@@ -393,18 +393,24 @@ async def test_course_materials_are_pinned_encrypted_when_gated_and_delivered(
             assert material.key is not None and slides not in stored  # CIDs are public
         else:
             assert material.key is None and stored == slides
-        room = await user.room_with_bot()
+        dm = await user.room_with_bot()
+        # A gated course's materials never go into a shared room, only into the learner's DM.
+        room = await user.room_with_bot(direct=False) if gated else dm
         await user.command(room, f"!course enroll {slug}")
         await user.command(room, f"!course next {slug}")
-        delivered = await user.wait_for(
-            room,
-            lambda e: (
-                e.get("content", {}).get("msgtype") == "m.file"
-                and e["content"].get("body") == "carbon.pdf"
-            ),
-        )
+        if gated:
+            await user.wait_for(room, lambda e: "private chat" in body(e))
+
+        def is_material(e: dict[str, Any]) -> bool:
+            content = e.get("content", {})
+            return content.get("msgtype") == "m.file" and content.get("body") == "carbon.pdf"
+
+        delivered = await user.wait_for(dm, is_material)
         downloaded = await user.client.download(delivered["content"]["url"])
         assert downloaded.body == slides  # type: ignore[union-attr]
+        if gated:
+            await user.sync()
+            assert not [e for e in user.timeline.get(room, []) if is_material(e)]
 
     admin_room = await admin.room_with_bot()
     by_path = json.loads(_course_yaml(_slug("matrix-materials"), _slug("mm")))
