@@ -476,6 +476,7 @@ class Platform:
             self.forum_service,
             TokenVerifier(config.homeserver.address, config.homeserver.domain),
             self.media,
+            self.gate,
         ).add_routes(app)
         add_media_routes(app, self.media, self.ipfs)
         if config.gate.module_token:

@@ -21,11 +21,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import NotFound, Refused
+from core.errors import Forbidden, NotFound, Refused
 from core.http import read_body
 from db.repositories.forum import Comment, ForumRepository, Topic
 from db.repositories.media import MediaRepository
 from workflows.forum import ForumService
+from workflows.gate import GateService
 
 from .auth import TokenVerifier
 
@@ -64,7 +65,9 @@ class ForumApi:
         service: ForumService,
         verifier: TokenVerifier,
         media: MediaRepository,
+        gate: GateService,
     ) -> None:
+        self.gate = gate  # a gated topic room's forum is as closed as the room
         self.media = media
         self.forum = forum
         self.service = service
@@ -97,12 +100,27 @@ class ForumApi:
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise Refused(f"{where}: {first['msg']}", reason="bad_json") from None
 
-    async def _topic(self, request: web.Request) -> Topic:
+    async def _topic(self, request: web.Request, user: str | None = None) -> Topic:
+        """The topic, if the caller may see it: a topic whose room is badge-gated is hidden from
+        anonymous readers (404) and refused to those who lack the badges (403)."""
         raw = request.match_info["id"]
         topic = await self.forum.topic(int(raw)) if _is_id(raw) else None
         if topic is None:
             raise NotFound("No such topic.")
+        if topic.matrix_room_id and await self.gate.gates.get(topic.matrix_room_id):
+            if user is None:
+                authorization = request.headers.get("Authorization")
+                if not authorization:
+                    raise NotFound("No such topic.")
+                user = await self.verifier.user_of(authorization)
+            decision = await self.gate.decide(user, topic.matrix_room_id)
+            if not decision.allowed:
+                raise Forbidden(decision.reason or "This topic's room requires badges you lack.")
         return topic
+
+    async def _gated_rooms(self, topics: list[Topic]) -> set[str]:
+        rooms = [t.matrix_room_id for t in topics if t.matrix_room_id]
+        return {room for room in rooms if await self.gate.gates.get(room)}
 
     async def _comment(self, request: web.Request, topic: Topic) -> Comment:
         raw = request.match_info["cid"]
@@ -199,8 +217,10 @@ class ForumApi:
         limit, before = self._page(request, "before")
         topics = await self.forum.topics(limit, before)
         next_before = topics[-1].id if len(topics) == limit else None
+        gated = await self._gated_rooms(topics)  # listed only in the rooms themselves
+        visible = [t for t in topics if t.matrix_room_id not in gated]
         return web.json_response(
-            {"topics": [self._topic_json(t) for t in topics], "next_before": next_before}
+            {"topics": [self._topic_json(t) for t in visible], "next_before": next_before}
         )
 
     async def create_topic(self, request: web.Request) -> web.Response:
@@ -232,14 +252,14 @@ class ForumApi:
 
     async def post_comment(self, request: web.Request) -> web.Response:
         author = await self.verifier.user_of(request.headers.get("Authorization"))
-        topic = await self._topic(request)
+        topic = await self._topic(request, author)
         body = await self._body(request, NewComment)
         comment = await self.service.post_comment(topic, author, body.body, body.reply_to)
         return web.json_response((await self._comments_json([comment]))[0], status=201)
 
     async def edit_comment(self, request: web.Request) -> web.Response:
         author = await self.verifier.user_of(request.headers.get("Authorization"))
-        topic = await self._topic(request)
+        topic = await self._topic(request, author)
         comment = await self._comment(request, topic)
         body = await self._body(request, EditComment)
         edited = await self.service.edit_comment(comment, author, body.body)
@@ -247,6 +267,6 @@ class ForumApi:
 
     async def delete_comment(self, request: web.Request) -> web.Response:
         author = await self.verifier.user_of(request.headers.get("Authorization"))
-        topic = await self._topic(request)
+        topic = await self._topic(request, author)
         await self.service.delete_comment(await self._comment(request, topic), author)
         return web.json_response({}, status=200)

@@ -483,3 +483,41 @@ async def test_only_the_author_or_a_redactor_deletes_a_comment(
         await _eventually(deleted, "the author's redaction applied")
     finally:
         await other.close()
+
+
+async def test_a_gated_topic_is_as_closed_over_http_as_its_room(
+    stack: LocalStack, platform: Platform, user: MatrixUser, admin: MatrixUser
+) -> None:
+    topic = await platform.forum_service.create_topic(
+        f"Closed {uuid.uuid4().hex[:6]}", admin.user_id
+    )
+    assert topic.matrix_room_id
+    badge = f"closed-{uuid.uuid4().hex[:6]}"
+    await platform.badges.define(badge, "Closed", valid_days=None, requires=(), actor="@t:x")
+    await platform.gate.require(RoomID(topic.matrix_room_id), (badge,), "all", actor=admin.user_id)
+    path = f"/api/forums/topics/{topic.id}"
+
+    status, _ = await _api(platform, "GET", path)
+    assert status == 404  # hidden from anonymous readers
+    status, _ = await _api(platform, "GET", path + "/comments")
+    assert status == 404
+    status, listed = await _api(platform, "GET", "/api/forums/topics?limit=200")
+    assert topic.id not in {t["id"] for t in listed["topics"]}
+
+    token = await _openid_token(stack, user)
+    status, answer = await _api(platform, "GET", path, token)
+    assert status == 403 and badge in answer["error"]
+    status, answer = await _api(platform, "POST", path + "/comments", token, {"body": "let me"})
+    assert status == 403
+    assert not await _comments_of(platform, topic.id)
+
+    await platform.badges.award(user.user_id, badge, by=admin.user_id, source="test")
+    platform.gate.invalidate(user_id=user.user_id)
+    status, _ = await _api(platform, "GET", path, token)
+    assert status == 200
+    status, _ = await _api(platform, "POST", path + "/comments", token, {"body": "now I may"})
+    assert status == 201
+
+
+async def _comments_of(platform: Platform, topic_id: int) -> list[Any]:
+    return list(await platform.forum.comments(topic_id, 50, None))
