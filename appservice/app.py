@@ -183,6 +183,8 @@ def build_course_services(
         territory=code,
         command_prefix=prefix,
         materials=MaterialStore(media, content, matrix, messenger) if content is not None else None,
+        max_attempts=config.courses.max_attempts,
+        cooldown_seconds=config.courses.attempt_cooldown_seconds,
     )
     return CourseServices(definitions, awards, course_repo, media, badges, courses)
 

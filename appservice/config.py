@@ -134,6 +134,11 @@ class PermissionsConfig(_Section):
         return values
 
 
+class CoursesConfig(_Section):
+    max_attempts: int = Field(default=5, ge=0)
+    attempt_cooldown_seconds: float = Field(default=60, ge=0)
+
+
 class BadgesConfig(_Section):
     reminder_lead_hours: float = Field(default=168, ge=0)
     expiry_check_seconds: float = Field(default=60, gt=0)
@@ -164,6 +169,7 @@ class Config(_Section):
     commands: CommandsConfig
     permissions: PermissionsConfig
     badges: BadgesConfig
+    courses: CoursesConfig
     media: MediaConfig
     gate: GateConfig
     logging: LoggingConfig

@@ -32,6 +32,7 @@ async def stack() -> AsyncIterator[LocalStack]:
                 "media": {"max_bytes": 1024 * 1024},  # 1 MB, so oversize files are cheap
                 # Retries in tenths of seconds, so a given-up event is answered within seconds.
                 "appservice": {"retry_base_seconds": 0.1, "event_max_attempts": 4},
+                "courses": {"max_attempts": 3, "attempt_cooldown_seconds": 1},
                 # Holders of the badge trusted-issuer may award badges (a role badge).
                 "permissions": {
                     "badge_issuers": ["@admin:dk.localhost", f"badge:{ROLE_BADGE}"],

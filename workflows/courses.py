@@ -11,6 +11,7 @@ the event.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from core.errors import Conflict, Forbidden, NotFound, Refused, Unavailable
@@ -85,7 +86,11 @@ class CourseService:
         territory: TerritoryCode,
         command_prefix: str,
         materials: MaterialStore | None = None,
+        max_attempts: int = 0,
+        cooldown_seconds: float = 0,
     ) -> None:
+        self.max_attempts = max_attempts  # 0: unlimited
+        self.cooldown_seconds = cooldown_seconds
         self.prefix = command_prefix  # sentences that name a command use the configured prefix
         self.materials = materials
         self.db = db
@@ -255,6 +260,7 @@ class CourseService:
                 return QuestionStep(course, question, enrollment.attempt, repeated=True)
             attempt = enrollment.attempt
             if shown >= course.question_count:  # the last attempt failed: start a new one
+                await self._may_try_again(enrollment, course)
                 attempt, shown = attempt + 1, 0
             question = await self.courses.question(course.id, shown + 1)
             assert question is not None
@@ -266,6 +272,23 @@ class CourseService:
                 best_score=enrollment.best_score,
             )
             return QuestionStep(course, question, attempt, repeated=False)
+
+    async def _may_try_again(self, enrollment: Enrollment, course: Course) -> None:
+        """Attempts are limited and spaced, so a quiz cannot be solved by trying every choice."""
+        if self.max_attempts and enrollment.attempt >= self.max_attempts:
+            raise Refused(
+                f"You have used all {self.max_attempts} attempts at the quiz of {course.title}; "
+                "ask a course admin if you want another chance."
+            )
+        if self.cooldown_seconds:
+            ended = await self.courses.attempt_ended_at(enrollment.id, enrollment.attempt)
+            if ended is not None:
+                wait = self.cooldown_seconds - (datetime.now(UTC) - ended).total_seconds()
+                if wait > 0:
+                    raise Refused(
+                        f"Take a break: your next attempt at {course.title} can start in "
+                        f"{_duration(wait)}."
+                    )
 
     async def answer(
         self, user_id: str, slug: str, choice: int, *, room_id: str | None = None
@@ -340,3 +363,11 @@ class CourseService:
             assert course is not None
             result.append(Progress(course, enrollment))
         return result
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} hours"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{max(seconds, 1):.0f} seconds"

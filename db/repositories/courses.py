@@ -286,6 +286,16 @@ class CourseRepository:
             )
         )
 
+    async def attempt_ended_at(self, enrollment_id: int, attempt: int) -> datetime | None:
+        """When the attempt's last answer was given."""
+        value = await self.db.fetchval(
+            f"""SELECT max(answered_at) FROM {self.schema}.quiz_answers
+                WHERE enrollment_id = $1 AND attempt = $2""",
+            enrollment_id,
+            attempt,
+        )
+        return value if isinstance(value, datetime) else None
+
     async def answered(self, enrollment_id: int, attempt: int) -> dict[int, bool]:
         rows = await self.db.fetch(
             f"""SELECT position, correct FROM {self.schema}.quiz_answers

@@ -156,6 +156,9 @@ async def test_a_learners_whole_journey(
     progress = await user.command(room, f"!course progress {course}")
     assert "attempt 1" in body(progress) and "best score 50%" in body(progress)
 
+    too_soon = await user.command(room, f"!course next {course}")
+    assert "Take a break" in body(too_soon)  # courses.attempt_cooldown_seconds (1 s in the tests)
+    await asyncio.sleep(1.2)
     question = await user.command(room, f"!course next {course}")
     assert "Question 1/2" in body(question) and "attempt 2" in body(question)
     await user.command(room, f"!course answer {course} 1")
@@ -443,3 +446,26 @@ async def test_badges_belong_to_their_territory_and_courses_must_examine(
         reply = await _import(admin, room, json.dumps({**data, **change}).encode(), "free.yaml")
         assert "is not a valid course" in body(reply) and problem in body(reply), body(reply)
     assert await platform.course_repo.latest_version(data["slug"]) is None
+
+
+async def test_quiz_attempts_are_limited(
+    stack: LocalStack, admin: MatrixUser, user: MatrixUser
+) -> None:
+    course = _slug("limited")
+    admin_room = await admin.room_with_bot()
+    assert "Imported" in body(
+        await _import(admin, admin_room, _course_yaml(course, course), "l.yaml")
+    )
+    room = await user.room_with_bot()
+    await user.command(room, f"!course enroll {course}")
+    for _ in range(2):
+        await user.command(room, f"!course next {course}")  # the lessons
+    for attempt in range(1, 4):  # courses.max_attempts is 3 in the tests
+        question = await user.command(room, f"!course next {course}")
+        assert f"attempt {attempt}" in body(question), body(question)
+        await user.command(room, f"!course answer {course} 2")  # wrong
+        await user.command(room, f"!course next {course}")
+        await user.command(room, f"!course answer {course} 1")  # wrong too
+        await asyncio.sleep(1.2)
+    refused = await user.command(room, f"!course next {course}")
+    assert "used all 3 attempts" in body(refused)
