@@ -37,7 +37,6 @@ def add_badge_routes(app: web.Application, credentials: BadgeCredentials) -> Non
         status = {
             "revoked": award.revoked_at is not None,
             "revoked_at": award.revoked_at.isoformat() if award.revoked_at else None,
-            "revocation_reason": award.revoke_reason,
         }
         return web.json_response({"credential": document, "jwt": token, "status": status})
 

@@ -30,15 +30,17 @@ token: each failure becomes a sentence in :attr:`Verification.reasons`. Revocati
 the database; the caller passes it in. The credentials carry no ``credentialStatus``: the
 credential ``id`` is an URL of this issuer, which is where a verifier asks.
 
-The holder is identified twice in ``credentialSubject``: ``id`` is the Matrix URI of the user
-(``matrix:u/bob:dk.example``, Matrix specification appendix "Matrix URI scheme"), and
-``identifier`` carries the plain Matrix user id as an unhashed ``IdentityObject`` of
-``identityType`` ``"identifier"`` (OB 3.0 §B.1.12, IdentifierTypeEnum).
+The holder is named in ``credentialSubject.identifier`` only by a salted hash of their Matrix user
+id (an ``IdentityObject``, ``hashed: true``, ``identityHash`` ``sha256$<hex of user id + salt>``,
+OB 3.0 §B.1.12): anyone who knows the MXID can check the credential is theirs, nobody learns the
+MXID from a credential they were shown. There is no ``credentialSubject.id`` and so no ``sub``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import binascii
 import json
 import os
@@ -233,6 +235,27 @@ class CredentialIssuer:
     def _issuer_summary(self) -> dict[str, Any]:
         return {"id": self.issuer_id, "type": ["Profile"], "name": self.territory_name}
 
+    def identity(self, award_id: int, user_id: str) -> dict[str, Any]:
+        """OB 3.0 ``IdentityObject``: ``sha256$hex(user_id + salt)``, the salt per award and
+        derived from the territory key, so a credential re-issued later is the same document."""
+        salt = hmac.new(
+            self._key.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            ),
+            f"identity-salt:{award_id}".encode(),
+            hashlib.sha256,
+        ).hexdigest()[:32]
+        digest = hashlib.sha256((user_id + salt).encode()).hexdigest()
+        return {
+            "type": "IdentityObject",
+            "hashed": True,
+            "identityHash": f"sha256${digest}",
+            "identityType": "identifier",
+            "salt": salt,
+        }
+
     def credential(self, award: AwardFacts) -> dict[str, Any]:
         """The unsigned OpenBadgeCredential for ``award``. Times are whole seconds in UTC so
         ``validFrom``/``validUntil`` equal the ``nbf``/``exp`` claims of the signed token.
@@ -259,17 +282,11 @@ class CredentialIssuer:
             "name": award.badge_name,
             "issuer": self._issuer_summary(),
             "validFrom": _format_time(valid_from),
+            # The holder is named only by a salted hash of their MXID: whoever knows the MXID
+            # can check the credential is theirs; nobody learns the MXID from the credential.
             "credentialSubject": {
-                "id": matrix_uri(award.user_id),
                 "type": ["AchievementSubject"],
-                "identifier": [
-                    {
-                        "type": "IdentityObject",
-                        "hashed": False,
-                        "identityHash": award.user_id,
-                        "identityType": "identifier",
-                    }
-                ],
+                "identifier": [self.identity(award.award_id, award.user_id)],
                 "achievement": achievement,
             },
         }
@@ -283,7 +300,8 @@ class CredentialIssuer:
         payload = dict(credential)
         payload["iss"] = credential["issuer"]["id"]
         payload["jti"] = credential["id"]
-        payload["sub"] = credential["credentialSubject"]["id"]
+        if "id" in credential["credentialSubject"]:
+            payload["sub"] = credential["credentialSubject"]["id"]
         payload["nbf"] = _numeric_date(credential["validFrom"])
         if "validUntil" in credential:
             payload["exp"] = _numeric_date(credential["validUntil"])
@@ -381,7 +399,7 @@ class CredentialIssuer:
             return "the credential has no achievement subject"
         if not isinstance(credential.get("id"), str) or payload.get("jti") != credential["id"]:
             return "the jti claim does not match the credential id"
-        if "id" in subject and payload.get("sub") != subject["id"]:
+        if payload.get("sub") != subject.get("id"):
             return "the sub claim does not match the credential subject"
         valid_from = _parse_time(credential.get("validFrom"))
         if valid_from is None:
