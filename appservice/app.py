@@ -408,6 +408,11 @@ class Platform:
             self.effect_sender.register(kind, executor)
         if self.courses.materials is not None:
             self.effect_sender.register(DELIVERY, self.courses.materials.deliver)
+        self.token_verifier = TokenVerifier(
+            config.homeserver.address,
+            config.homeserver.domain,
+            accept_access_tokens=config.appservice.api_accepts_access_tokens,
+        )
         self.web_app = self._web_app()
 
         self._migrated = False
@@ -476,7 +481,7 @@ class Platform:
         ForumApi(
             self.forum,
             self.forum_service,
-            TokenVerifier(config.homeserver.address, config.homeserver.domain),
+            self.token_verifier,
             self.media,
             self.gate,
         ).add_routes(app)
@@ -548,6 +553,7 @@ class Platform:
             await component.start()
             self._exit.push_async_callback(component.stop)
         self._exit.push_async_callback(self.background.stop)
+        self._exit.push_async_callback(self.token_verifier.close)
 
         self.background.start(self.effect_sender.run(), name="effects")
         self._exit.push_async_callback(self.effect_sender.stop)

@@ -69,6 +69,7 @@ class AppserviceConfig(_Section):
     user_prefix: str = Field(pattern=r"^[a-z0-9._=\-/]+$")
     alias_prefix: str = Field(pattern=r"^[a-z0-9._=\-/]+$")
     allow_legacy_access_token: bool = False
+    api_accepts_access_tokens: bool = False
     max_concurrent_events: int = Field(default=8, ge=1, le=64)
     event_max_attempts: int = Field(default=5, ge=1, le=100)
     effect_max_attempts: int = Field(default=12, ge=1, le=100)

@@ -39,9 +39,9 @@ MXID from a credential they were shown. There is no ``credentialSubject.id`` and
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
-import binascii
 import json
 import os
 import re

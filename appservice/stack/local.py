@@ -196,6 +196,8 @@ class LocalStack:
                 "hostname": "127.0.0.1",
                 "port": port,
                 "registration": str(self.registration_path),
+                # Local scripts may use a demo user's access token against the API.
+                "api_accepts_access_tokens": True,
             },
             "database": {"url": self.postgres.dsn()},
             "nats": {

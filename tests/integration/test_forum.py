@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import aiohttp
+import pytest
 from mautrix.types import RoomID
 
 from appservice.app import Platform
@@ -521,3 +522,26 @@ async def test_a_gated_topic_is_as_closed_over_http_as_its_room(
 
 async def _comments_of(platform: Platform, topic_id: int) -> list[Any]:
     return list(await platform.forum.comments(topic_id, 50, None))
+
+
+async def test_access_tokens_only_where_the_territory_allows_them(
+    stack: LocalStack, user: MatrixUser
+) -> None:
+    from bridges.forum.auth import TokenVerifier
+    from core.errors import Unauthenticated
+
+    strict = TokenVerifier(stack.synapse.url, stack.server_name)  # the production default
+    try:
+        openid = await _openid_token(stack, user)
+        assert await strict.user_of(f"Bearer {openid}") == user.user_id
+        with pytest.raises(Unauthenticated):
+            await strict.user_of(f"Bearer {user.client.access_token}")
+        with pytest.raises(Unauthenticated):  # remembered as unknown: not asked again at once
+            await strict.user_of(f"Bearer {user.client.access_token}")
+    finally:
+        await strict.close()
+    lenient = TokenVerifier(stack.synapse.url, stack.server_name, accept_access_tokens=True)
+    try:
+        assert await lenient.user_of(f"Bearer {user.client.access_token}") == user.user_id
+    finally:
+        await lenient.close()
