@@ -40,6 +40,7 @@ from core.effects import EffectMetrics, Effects, EffectSender, RetryPolicy
 from core.events import EventEmitter
 from core.matrix import DirectMessenger, MatrixConnection, MatrixSettings
 from core.ports import ContentStore
+from core.ratelimit import RateLimiter
 from core.signing import public_key_text
 from db.database import Database
 from db.repositories.audit import AuditLog
@@ -325,6 +326,7 @@ class Platform:
             namespace=namespace,
             command_prefix=prefix,
             cache_seconds=config.gate.decision_cache_seconds,
+            knock_limit=RateLimiter("knocks", config.limits.knocks_per_hour / 60),
         )
         self.event_bus = self._event_bus()
 
@@ -340,6 +342,7 @@ class Platform:
             namespace=namespace,
             alias_prefix=config.appservice.alias_prefix,
             moderators=config.permissions.admins,
+            topic_limit=RateLimiter("new topics", config.limits.topics_per_hour / 60),
         )
         self.media_bridge = MediaBridge(
             db=self.territory_db,
@@ -484,6 +487,7 @@ class Platform:
             self.token_verifier,
             self.media,
             self.gate,
+            RateLimiter("writes", config.limits.api_writes_per_minute),
         ).add_routes(app)
         add_media_routes(app, self.media, self.ipfs)
         if config.gate.module_token:

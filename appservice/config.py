@@ -135,6 +135,12 @@ class PermissionsConfig(_Section):
         return values
 
 
+class LimitsConfig(_Section):
+    api_writes_per_minute: float = Field(default=30, ge=0)
+    topics_per_hour: float = Field(default=10, ge=0)
+    knocks_per_hour: float = Field(default=30, ge=0)
+
+
 class CoursesConfig(_Section):
     max_attempts: int = Field(default=5, ge=0)
     attempt_cooldown_seconds: float = Field(default=60, ge=0)
@@ -171,6 +177,7 @@ class Config(_Section):
     permissions: PermissionsConfig
     badges: BadgesConfig
     courses: CoursesConfig
+    limits: LimitsConfig
     media: MediaConfig
     gate: GateConfig
     logging: LoggingConfig

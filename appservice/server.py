@@ -16,6 +16,7 @@ from core.errors import (
     Forbidden,
     Locked,
     NotFound,
+    RateLimited,
     Refused,
     TooLarge,
     Unauthenticated,
@@ -76,6 +77,7 @@ ERROR_KINDS: tuple[tuple[type[DomainError], int, str], ...] = (
     (Conflict, 409, "M_CONFLICT"),
     (Locked, 423, "M_LOCKED"),
     (TooLarge, 413, "M_TOO_LARGE"),
+    (RateLimited, 429, "M_LIMIT_EXCEEDED"),
     (Unavailable, 503, "M_UNAVAILABLE"),
     (Refused, 400, "M_INVALID_PARAM"),
     (DomainError, 400, "M_UNKNOWN"),
@@ -109,7 +111,15 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except DomainError as exc:
         status, errcode = error_status(exc)
-        return error_body(status, errcode, str(exc))
+        response = error_body(status, errcode, str(exc))
+        if isinstance(exc, RateLimited):
+            retry_ms = max(int(exc.retry_after * 1000), 1)
+            response = web.json_response(
+                {"errcode": errcode, "error": str(exc), "retry_after_ms": retry_ms},
+                status=status,
+                headers={"Retry-After": str(max(int(exc.retry_after + 0.999), 1))},
+            )
+        return response
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise

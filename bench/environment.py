@@ -45,6 +45,14 @@ async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
                 data_dir=data_dir / "stack",
                 fast=True,
                 extra_registrations=[echo_registration_path],
+                # A benchmark is one user writing as fast as it can: no rate limits in its way.
+                config_overrides={
+                    "limits": {
+                        "api_writes_per_minute": 0,
+                        "topics_per_hour": 0,
+                        "knocks_per_hour": 0,
+                    }
+                },
             )
         )
         echo = await _start_echo(stack, echo_registration_path)

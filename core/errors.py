@@ -46,5 +46,13 @@ class TooLarge(DomainError):
     """The input is larger than allowed."""
 
 
+class RateLimited(DomainError):
+    """Too many of these, too fast; ``retry_after`` says in how many seconds to try again."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(DomainError):
     """A dependency needed for the answer is not reachable now; trying later may succeed."""

@@ -33,6 +33,13 @@ async def stack() -> AsyncIterator[LocalStack]:
                 # Retries in tenths of seconds, so a given-up event is answered within seconds.
                 "appservice": {"retry_base_seconds": 0.1, "event_max_attempts": 4},
                 "courses": {"max_attempts": 3, "attempt_cooldown_seconds": 1},
+                # The suite creates many topics and knocks as few users: limits out of its way
+                # (tests/unit/test_http_errors.py checks the limiter and the 429 itself).
+                "limits": {
+                    "api_writes_per_minute": 100_000,
+                    "topics_per_hour": 1_000_000,
+                    "knocks_per_hour": 1_000_000,
+                },
                 # Holders of the badge trusted-issuer may award badges (a role badge).
                 "permissions": {
                     "badge_issuers": ["@admin:dk.localhost", f"badge:{ROLE_BADGE}"],

@@ -33,6 +33,7 @@ from core.events import EventEmitter
 from core.html import html_to_text, markdown_to_html
 from core.ids import Namespace, localpart_of
 from core.matrix import MatrixConnection
+from core.ratelimit import RateLimiter
 from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.effects import EffectRow
@@ -67,7 +68,9 @@ class ForumService:
         namespace: Namespace,
         alias_prefix: str,
         moderators: tuple[str, ...] = (),
+        topic_limit: RateLimiter | None = None,
     ) -> None:
+        self.topic_limit = topic_limit
         self.audit = audit
         self.moderators = moderators  # territory admins: moderators of every topic room
         self.db = db
@@ -86,6 +89,8 @@ class ForumService:
 
     async def create_topic(self, title: str, author: str, *, category: str | None = None) -> Topic:
         title = " ".join(title.split())
+        if self.topic_limit is not None:
+            self.topic_limit.hit(author)
         if not title or len(title) > MAX_TITLE:
             raise Refused(f"A topic title is 1 to {MAX_TITLE} characters.")
         category_id = await self.forum.category_id(category or "general")

@@ -25,12 +25,13 @@ from mautrix.types import (
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from core.effects import Effects
-from core.errors import NotFound, Refused
+from core.errors import NotFound, RateLimited, Refused
 from core.events import ConsumerSpec, EventEnvelope, event_subject
 from core.html import code, escape
 from core.ids import Namespace, server_of
 from core.matrix import MatrixConnection
 from core.ports import BadgeChecker, BadgeCheckError
+from core.ratelimit import RateLimiter
 from db.cache import LruCache
 from db.repositories.audit import AuditLog
 from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
@@ -86,7 +87,9 @@ class GateService:
         namespace: Namespace,
         command_prefix: str,
         cache_seconds: float,
+        knock_limit: RateLimiter | None = None,
     ) -> None:
+        self.knock_limit = knock_limit
         self.gates = gates
         self.awards = awards
         self.definitions = definitions
@@ -269,6 +272,12 @@ class GateService:
         gate = await self.gates.get(event.room_id)
         if gate is None:
             return
+        if membership == Membership.KNOCK and self.knock_limit is not None:
+            try:
+                self.knock_limit.hit(user_id)
+            except RateLimited:
+                log.info("Ignoring a knock by %s on %s: too many knocks", user_id, event.room_id)
+                return
         decision = await self.decide(user_id, event.room_id, fresh=True)
         if membership == Membership.KNOCK:
             if decision.allowed:

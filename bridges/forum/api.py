@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import Forbidden, NotFound, Refused
 from core.http import read_body
+from core.ratelimit import RateLimiter
 from db.repositories.forum import Comment, ForumRepository, Topic
 from db.repositories.media import MediaRepository
 from workflows.forum import ForumService
@@ -66,7 +67,9 @@ class ForumApi:
         verifier: TokenVerifier,
         media: MediaRepository,
         gate: GateService,
+        write_limit: RateLimiter | None = None,
     ) -> None:
+        self.write_limit = write_limit
         self.gate = gate  # a gated topic room's forum is as closed as the room
         self.media = media
         self.forum = forum
@@ -117,6 +120,13 @@ class ForumApi:
             if not decision.allowed:
                 raise Forbidden(decision.reason or "This topic's room requires badges you lack.")
         return topic
+
+    async def _writer(self, request: web.Request) -> str:
+        """The verified author of a write, within their rate (429 past it)."""
+        author = await self.verifier.user_of(request.headers.get("Authorization"))
+        if self.write_limit is not None:
+            self.write_limit.hit(author)
+        return author
 
     async def _gated_rooms(self, topics: list[Topic]) -> set[str]:
         rooms = [t.matrix_room_id for t in topics if t.matrix_room_id]
@@ -224,7 +234,7 @@ class ForumApi:
         )
 
     async def create_topic(self, request: web.Request) -> web.Response:
-        author = await self.verifier.user_of(request.headers.get("Authorization"))
+        author = await self._writer(request)
         body = await self._body(request, NewTopic)
         topic = await self.service.create_topic(body.title, author, category=body.category)
         if body.body:
@@ -251,14 +261,14 @@ class ForumApi:
         )
 
     async def post_comment(self, request: web.Request) -> web.Response:
-        author = await self.verifier.user_of(request.headers.get("Authorization"))
+        author = await self._writer(request)
         topic = await self._topic(request, author)
         body = await self._body(request, NewComment)
         comment = await self.service.post_comment(topic, author, body.body, body.reply_to)
         return web.json_response((await self._comments_json([comment]))[0], status=201)
 
     async def edit_comment(self, request: web.Request) -> web.Response:
-        author = await self.verifier.user_of(request.headers.get("Authorization"))
+        author = await self._writer(request)
         topic = await self._topic(request, author)
         comment = await self._comment(request, topic)
         body = await self._body(request, EditComment)
@@ -266,7 +276,7 @@ class ForumApi:
         return web.json_response((await self._comments_json([edited]))[0])
 
     async def delete_comment(self, request: web.Request) -> web.Response:
-        author = await self.verifier.user_of(request.headers.get("Authorization"))
+        author = await self._writer(request)
         topic = await self._topic(request, author)
         await self.service.delete_comment(await self._comment(request, topic), author)
         return web.json_response({}, status=200)

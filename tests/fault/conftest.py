@@ -59,6 +59,7 @@ async def faults() -> AsyncIterator[FaultStack]:
                     "effect_max_attempts": 30,
                 },
                 "badges": {"reminder_lead_hours": 0.002, "expiry_check_seconds": 0.5},
+                "limits": {"topics_per_hour": 1_000_000, "knocks_per_hour": 1_000_000},
             },
         )
     )
