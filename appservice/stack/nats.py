@@ -84,7 +84,9 @@ def observer_permissions(stream: str = STREAM) -> dict[str, Any]:
     }
 
 
-def server_config(users: dict[str, str], stream: str = STREAM) -> str:
+def server_config(
+    users: dict[str, str], stream: str = STREAM, *, observer_password: str | None = None
+) -> str:
     """nats-server's configuration (JSON is valid NATS config) for these territory users."""
     authorization = {
         "users": [
@@ -94,12 +96,32 @@ def server_config(users: dict[str, str], stream: str = STREAM) -> str:
         + [
             {
                 "user": "observer",
-                "password": secrets.token_urlsafe(24),
+                "password": observer_password or secrets.token_urlsafe(24),
                 "permissions": observer_permissions(stream),
             }
         ],
     }
     return json.dumps({"authorization": authorization, "no_auth_user": "observer"}, indent=2)
+
+
+def deploy_config(codes: list[str], stream: str = STREAM) -> str:
+    """deploy/nats/nats.conf: the same rules, each territory's password taken from the server's
+    environment ($<CODE>_NATS_PASSWORD); the observer can only read, so its password is no secret."""
+    marker = "@@env:{}@@"
+    text = server_config(
+        {code: marker.format(code.upper()) for code in codes},
+        stream,
+        observer_password="observer-reads-only",
+    )
+    for code in codes:
+        text = text.replace(f'"{marker.format(code.upper())}"', f"${code.upper()}_NATS_PASSWORD")
+    header = (
+        "# NATS authorisation for docker-compose.yml, made by\n"
+        "#   python -c 'from appservice.stack.nats import deploy_config; "
+        'print(deploy_config(["dk"]), end="")\' > deploy/nats/nats.conf\n'
+        "# (tests/unit/test_compose.py checks that it is current). See docs/security.md.\n"
+    )
+    return header + text + "\n"
 
 
 class NatsServer:

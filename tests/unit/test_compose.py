@@ -614,3 +614,23 @@ def test_gate_module_is_loaded_and_shares_the_token_with_the_appservice(code: st
     raw_env = RAW["services"][appservice]["environment"]["UNITYPLAN_GATE_MODULE_TOKEN"]
     assert f"${{{secret['environment']}:?" in raw_env
     assert config.gate.module_token == _dummy(secret["environment"])
+
+
+def test_the_nats_authorisation_is_current_and_valid() -> None:
+    """deploy/nats/nats.conf is what the code's rules make, and nats-server accepts it."""
+    import os
+    import subprocess
+
+    from appservice.stack.nats import deploy_config, find_nats_server
+
+    committed = (REPO / "deploy" / "nats" / "nats.conf").read_text()
+    assert committed == deploy_config(["dk"])
+    result = subprocess.run(
+        [find_nats_server(), "-c", str(REPO / "deploy" / "nats" / "nats.conf"), "-t"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DK_NATS_PASSWORD": "a-password-for-the-check"},
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
