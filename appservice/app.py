@@ -479,7 +479,17 @@ class Platform:
         config = self.config
         app = web.Application(middlewares=[json_errors], client_max_size=MAX_REQUEST_BYTES)
         self.endpoints.add_routes(app)
-        add_operational_routes(app, self.health, self._ready_state, self.metrics, self._queue_state)
+        self.metrics_app = (
+            web.Application(middlewares=[json_errors]) if config.appservice.metrics_port else None
+        )
+        add_operational_routes(
+            app,
+            self.health,
+            self._ready_state,
+            self.metrics,
+            self._queue_state,
+            metrics_app=self.metrics_app,
+        )
         add_badge_routes(app, self.credentials)
         ForumApi(
             self.forum,
@@ -572,6 +582,14 @@ class Platform:
         site = web.TCPSite(runner, config.appservice.hostname, config.appservice.port)
         await site.start()
         log.info("Listening on %s:%d", config.appservice.hostname, config.appservice.port)
+        if self.metrics_app is not None and config.appservice.metrics_port:
+            metrics_runner = web.AppRunner(self.metrics_app, access_log=None)
+            await metrics_runner.setup()
+            self._exit.push_async_callback(metrics_runner.cleanup)
+            await web.TCPSite(
+                metrics_runner, config.appservice.hostname, config.appservice.metrics_port
+            ).start()
+            log.info("Metrics on %s:%d", config.appservice.hostname, config.appservice.metrics_port)
         self.background.start(self._connect_homeserver(), name="homeserver-connect")
         self.background.start(self.expiry.run(), name="badge-expiry")
         self.background.start(self.media_bridge.run(), name="media-queue")

@@ -70,6 +70,7 @@ class AppserviceConfig(_Section):
     alias_prefix: str = Field(pattern=r"^[a-z0-9._=\-/]+$")
     allow_legacy_access_token: bool = False
     api_accepts_access_tokens: bool = False
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     max_concurrent_events: int = Field(default=8, ge=1, le=64)
     event_max_attempts: int = Field(default=5, ge=1, le=100)
     effect_max_attempts: int = Field(default=12, ge=1, le=100)

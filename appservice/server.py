@@ -38,7 +38,12 @@ def add_operational_routes(
     ready_state: ReadyState,
     metrics: Metrics,
     queue_state: QueueState,
+    *,
+    metrics_app: web.Application | None = None,
 ) -> None:
+    """/health and /ready on ``app``; /metrics there too, or only on ``metrics_app`` (a listener
+    of its own, for production: label values are public information there)."""
+
     async def get_health(_: web.Request) -> web.Response:
         status, body = await health.health()
         return web.json_response(body, status=status)
@@ -65,7 +70,7 @@ def add_operational_routes(
 
     app.router.add_get("/health", get_health)
     app.router.add_get("/ready", get_ready)
-    app.router.add_get("/metrics", get_metrics)
+    (metrics_app if metrics_app is not None else app).router.add_get("/metrics", get_metrics)
 
 
 # The one table from a domain refusal to HTTP: (status, errcode) by kind, most specific first,

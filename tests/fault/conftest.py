@@ -33,6 +33,7 @@ class FaultStack:
     stack: LocalStack
     proxy: FaultyProxy
     tools: Platform  # the domain over the same database, without serving anything
+    metrics_port: int
 
     @property
     def appservice_pid(self) -> int:
@@ -44,6 +45,7 @@ class FaultStack:
 async def faults() -> AsyncIterator[FaultStack]:
     data_dir = Path(tempfile.mkdtemp(prefix="unityplan-fault-"))
     proxy_port = free_port()
+    metrics_port = free_port()
     stack = LocalStack(
         StackOptions(
             data_dir=data_dir,
@@ -53,6 +55,7 @@ async def faults() -> AsyncIterator[FaultStack]:
                 # The appservice reaches its homeserver through the faulty proxy.
                 "homeserver": {"address": f"http://127.0.0.1:{proxy_port}"},
                 "appservice": {
+                    "metrics_port": metrics_port,  # /metrics apart, as in production
                     "retry_base_seconds": 0.1,
                     "effect_timeout_seconds": 2,
                     "event_max_attempts": 8,
@@ -70,7 +73,7 @@ async def faults() -> AsyncIterator[FaultStack]:
         await stack.start()
         assert stack.config is not None
         async with Platform(stack.config).offline() as tools:
-            yield FaultStack(stack, proxy, tools)
+            yield FaultStack(stack, proxy, tools, metrics_port)
     finally:
         await stack.stop()
         await proxy.stop()

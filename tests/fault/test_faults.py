@@ -503,3 +503,15 @@ async def test_expiry_with_one_undeliverable_dm(faults: FaultStack, report: Repo
     finally:
         for holder in holders:
             await holder.close()
+
+
+async def test_metrics_listen_apart_when_configured(faults: FaultStack) -> None:
+    config = faults.stack.config
+    assert config is not None
+    async with aiohttp.ClientSession() as session:
+        async with session.get(config.appservice.address + "/metrics") as resp:
+            assert resp.status == 404  # not on the public port
+        async with session.get(f"http://127.0.0.1:{faults.metrics_port}/metrics") as resp:
+            assert resp.status == 200 and "unityplan_effect_queue" in await resp.text()
+        async with session.get(config.appservice.address + "/ready") as resp:
+            assert resp.status == 200
