@@ -272,10 +272,22 @@ def _env_overrides(base: dict[str, Any], environ: Mapping[str, str]) -> None:
             name = f"{ENV_PREFIX}{section}_{key}".upper()
             if name in environ:
                 raw = environ[name]
+                if _literal(key):
+                    keys[key] = raw or None  # a secret is taken as written, never parsed
+                    continue
                 try:
                     keys[key] = parser.load(raw) if raw.strip() else None
                 except YAMLError:
                     keys[key] = raw
+
+
+SECRET_WORDS = ("password", "token", "secret", "url", "key")
+
+
+def _literal(key: str) -> bool:
+    """Values taken from the environment as the exact string: secrets and addresses (a password
+    "0123" or "yes" must not become a number or a boolean)."""
+    return any(word in key for word in SECRET_WORDS)
 
 
 def _shown(location: str, value: Any) -> str:

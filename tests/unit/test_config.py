@@ -176,3 +176,19 @@ def test_a_failed_start_stops_what_had_started() -> None:
 
     assert _run_until_signal(start, stop) == EXIT_STARTUP
     assert stopped == ["stopped"]
+
+
+def test_secrets_from_the_environment_are_taken_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    write_config(GOOD, path)
+    config = load_config(
+        path,
+        environ={
+            "UNITYPLAN_NATS_PASSWORD": "012345678",  # YAML would make it an integer
+            "UNITYPLAN_GATE_MODULE_TOKEN": "yes-no-null-0x1f-0123456789",
+            "UNITYPLAN_APPSERVICE_PORT": "29334",  # not a secret: still parsed
+        },
+    )
+    assert config.nats.password == "012345678"
+    assert config.gate.module_token == "yes-no-null-0x1f-0123456789"
+    assert config.appservice.port == 29334
