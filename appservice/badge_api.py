@@ -1,7 +1,7 @@
 """Open Badges over HTTP: the issuer profile, each award's credential, and verification.
 
 GET  /api/badges/issuer                the issuer Profile with its public key (the JWS kid)
-GET  /api/badges/credentials/{id}      JSON {credential, jwt, status}; Accept: application/jwt
+GET  /api/badges/credentials/{id}      (a random id, not the award's) JSON {credential, jwt, status}; Accept: application/jwt
                                        (or application/vc+jwt) gives the signed token alone
 POST /api/badges/verify                {"credential": "<jwt>"} (or the token as the body)
                                        -> {"valid", "reasons", "credential"}
@@ -15,7 +15,7 @@ from aiohttp import web
 
 from core.errors import NotFound, Refused
 from core.http import read_body
-from workflows.badge_credentials import BadgeCredentials
+from workflows.badge_credentials import CREDENTIAL_ID, BadgeCredentials
 
 MAX_TOKEN_BYTES = 64 * 1024
 
@@ -25,9 +25,8 @@ def add_badge_routes(app: web.Application, credentials: BadgeCredentials) -> Non
         return web.json_response(credentials.issuer.issuer_profile())
 
     async def credential(request: web.Request) -> web.Response:
-        raw = request.match_info["award_id"]
-        known = raw.isascii() and raw.isdigit() and len(raw) <= 18
-        issued = await credentials.issue(int(raw)) if known else None
+        raw = request.match_info["credential_id"]
+        issued = await credentials.issue(raw) if CREDENTIAL_ID.fullmatch(raw) else None
         if issued is None:
             raise NotFound("No such credential")
         award, document, token = issued
@@ -62,5 +61,5 @@ def add_badge_routes(app: web.Application, credentials: BadgeCredentials) -> Non
         )
 
     app.router.add_get("/api/badges/issuer", issuer)
-    app.router.add_get("/api/badges/credentials/{award_id}", credential)
+    app.router.add_get("/api/badges/credentials/{credential_id}", credential)
     app.router.add_post("/api/badges/verify", verify)

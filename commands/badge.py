@@ -182,7 +182,7 @@ class BadgeCommands:
             await ctx.reply(f"❌ {escape(user)} does not hold {code(badge)}.")
             return
         result = await self.credentials.verify_award(award)
-        link = self.credentials.issuer.credential_id(award.id)
+        link = self.credentials.issuer.credential_id(award.credential_id)
         if result.valid:
             await ctx.reply(
                 f"✅ {escape(user)} holds {code(badge)}, {_until(award.expires_at)}: the signed "

@@ -7,11 +7,15 @@ award its ``jti`` names, and check signature, validity window and revocation tog
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 from db.repositories.badges import Award, AwardRepository, BadgeDefinitionRepository
 
 from .credentials import AwardFacts, CredentialIssuer, Verification, b64url_decode
+
+# What the database makes (a UUID without dashes): anything else names no credential.
+CREDENTIAL_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class BadgeCredentials:
@@ -43,11 +47,12 @@ class BadgeCredentials:
             expires_at=award.expires_at,
             territory_code=self.issuer.territory_code,
             territory_name=self.issuer.territory_name,
+            credential_key=award.credential_id,
         )
 
-    async def issue(self, award_id: int) -> tuple[Award, dict[str, object], str] | None:
+    async def issue(self, credential_id: str) -> tuple[Award, dict[str, object], str] | None:
         """The award, its credential JSON and its signed token; None for an unknown id."""
-        award = await self.awards.get(award_id)
+        award = await self.awards.by_credential_id(credential_id)
         if award is None:
             return None
         facts = await self.facts(award)
@@ -64,7 +69,7 @@ class BadgeCredentials:
 
     async def verify_award(self, award: Award) -> Verification:
         """Issue the award's credential and check it as a verifier would."""
-        issued = await self.issue(award.id)
+        issued = await self.issue(award.credential_id)
         assert issued is not None
         return await self.verify(issued[2])
 
@@ -75,7 +80,8 @@ class BadgeCredentials:
             jti = str(payload["jti"])
         except (IndexError, KeyError, TypeError, ValueError):
             return None
-        prefix = self.issuer.credential_id(0).removesuffix("0")
-        if not jti.startswith(prefix) or not jti.removeprefix(prefix).isdigit():
+        prefix = self.issuer.credential_id("")
+        key = jti.removeprefix(prefix)
+        if not jti.startswith(prefix) or not CREDENTIAL_ID.fullmatch(key):
             return None
-        return await self.awards.get(int(jti.removeprefix(prefix)))
+        return await self.awards.by_credential_id(key)

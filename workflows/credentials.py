@@ -85,6 +85,7 @@ class AwardFacts:
     expires_at: datetime | None
     territory_code: str  # e.g. "dk"
     territory_name: str
+    credential_key: str = ""  # the random id in the credential's URL (the award id when empty)
 
 
 @dataclass(frozen=True)
@@ -202,8 +203,8 @@ class CredentialIssuer:
     def kid(self) -> str:
         return f"{self.issuer_id}#key-1"
 
-    def credential_id(self, award_id: int) -> str:
-        return f"{self.base_url}/api/badges/credentials/{award_id}"
+    def credential_id(self, key: str | int) -> str:
+        return f"{self.base_url}/api/badges/credentials/{key}"
 
     def achievement_id(self, slug: str) -> str:
         return f"{self.base_url}/api/badges/achievements/{quote(slug, safe=_SEGMENT_SAFE)}"
@@ -277,7 +278,7 @@ class CredentialIssuer:
         }
         credential: dict[str, Any] = {
             "@context": [VC_CONTEXT, OB_CONTEXT],
-            "id": self.credential_id(award.award_id),
+            "id": self.credential_id(award.credential_key or award.award_id),
             "type": list(CREDENTIAL_TYPES),
             "name": award.badge_name,
             "issuer": self._issuer_summary(),

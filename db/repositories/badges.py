@@ -49,6 +49,7 @@ class Award:
     revoked_at: datetime | None
     revoked_by: str | None
     revoke_reason: str | None
+    credential_id: str  # random: the credential's public URL names it, not the sequential id
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Award:
@@ -65,7 +66,7 @@ class Award:
 
 _AWARD_COLUMNS = (
     "id, user_id, badge_slug, awarded_at, awarded_by, source, expires_at, renewed_at, "
-    "reminder_sent_at, expired_at, revoked_at, revoked_by, revoke_reason"
+    "reminder_sent_at, expired_at, revoked_at, revoked_by, revoke_reason, credential_id"
 )
 _DEFINITION_COLUMNS = "slug, name, description, valid_days, prerequisites, defined_in, defined_by"
 
@@ -149,6 +150,13 @@ class AwardRepository:
     async def get(self, award_id: int) -> Award | None:
         row = await self.db.fetchrow(
             f"SELECT {_AWARD_COLUMNS} FROM {self.schema}.user_badges WHERE id = $1", award_id
+        )
+        return Award.from_row(row) if row else None
+
+    async def by_credential_id(self, credential_id: str) -> Award | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_AWARD_COLUMNS} FROM {self.schema}.user_badges WHERE credential_id = $1",
+            credential_id,
         )
         return Award.from_row(row) if row else None
 

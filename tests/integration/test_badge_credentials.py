@@ -21,19 +21,20 @@ async def test_award_is_a_signed_credential_that_verifies_until_revoked(
     assert award is not None
     base = platform.config.public_url
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{base}/api/badges/credentials/{award.id}") as resp:
+        async with http.get(f"{base}/api/badges/credentials/{award.credential_id}") as resp:
             assert resp.status == 200
             served = await resp.json()
         credential = served["credential"]
         assert credential["type"] == ["VerifiableCredential", "OpenBadgeCredential"]
-        assert credential["id"] == f"{base}/api/badges/credentials/{award.id}"
+        assert credential["id"] == f"{base}/api/badges/credentials/{award.credential_id}"
         assert credential["credentialSubject"]["achievement"]["name"] == "Open badge"
         assert user.user_id not in str(credential)  # named by a salted hash only
         assert credential["validUntil"][:10] == award.expires_at.strftime("%Y-%m-%d")
         assert served["status"] == {"revoked": False, "revoked_at": None}  # no reason published
 
         async with http.get(
-            f"{base}/api/badges/credentials/{award.id}", headers={"Accept": "application/jwt"}
+            f"{base}/api/badges/credentials/{award.credential_id}",
+            headers={"Accept": "application/jwt"},
         ) as resp:
             assert resp.content_type == "application/jwt"
             token = await resp.text()
@@ -55,7 +56,10 @@ async def test_award_is_a_signed_credential_that_verifies_until_revoked(
 
         async with http.post(f"{base}/api/badges/verify", data="garbage") as resp:
             assert (await resp.json())["valid"] is False
-        async with http.get(f"{base}/api/badges/credentials/999999999") as resp:
+        # The award's sequential id names nothing: credential ids are random.
+        async with http.get(f"{base}/api/badges/credentials/{award.id}") as resp:
+            assert resp.status == 404
+        async with http.get(f"{base}/api/badges/credentials/{'0' * 32}") as resp:
             assert resp.status == 404 and (await resp.json())["errcode"] == "M_NOT_FOUND"
 
         checked = await admin.command(room, f"!badge verify {user.user_id} {badge}")

@@ -13,6 +13,7 @@ from . import (
     v007_media,
     v008_course_materials,
     v009_effects_and_retries,
+    v010_credential_ids,
 )
 
 MODULES = (
@@ -25,4 +26,5 @@ MODULES = (
     v007_media,
     v008_course_materials,
     v009_effects_and_retries,
+    v010_credential_ids,
 )
