@@ -362,6 +362,7 @@ class Platform:
             badge_admins=config.permissions.badge_admins,
             power_levels=self._power_levels,
             holds_badge=self.awards.holds,
+            issuer_scopes=config.permissions.issuer_scopes,
         )
         self.router = self._router()
 

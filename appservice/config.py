@@ -118,6 +118,19 @@ class PermissionsConfig(_Section):
     badge_issuers: tuple[str, ...] = ()
     course_admins: tuple[str, ...] = ()
     badge_admins: tuple[str, ...] = ()
+    # An issuer (a Matrix user ID or badge:<slug>) listed here awards only these badges.
+    issuer_scopes: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    @field_validator("issuer_scopes")
+    @classmethod
+    def _scopes(cls, scopes: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for who, badges in scopes.items():
+            if not (MXID_PATTERN.match(who) or re.match(r"^badge:[a-z0-9-]+$", who)):
+                raise ValueError(f"{who!r} is neither a Matrix user ID nor badge:<slug>")
+            for badge in badges:
+                if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", badge):
+                    raise ValueError(f"{badge!r} is not a badge slug")
+        return scopes
 
     @field_validator("admins")
     @classmethod
@@ -255,7 +268,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str = "") -
         path = f"{where}{key}"
         if key not in base:
             raise ConfigError(f"Unknown configuration key '{path}' (see example-config.yaml).")
-        if isinstance(base[key], dict) and value is not None:
+        if isinstance(base[key], dict) and base[key] and value is not None:  # {}: a free map
             if not isinstance(value, Mapping):
                 raise ConfigError(f"Configuration key '{path}' must be a section, not {value!r}.")
             _merge(base[key], value, f"{path}.")

@@ -123,6 +123,8 @@ class BadgeCommands:
     ) -> None:
         if user == ctx.sender:
             raise PermissionDenied("Nobody awards a badge to themselves; ask another issuer.")
+        if not await self.permissions.may_issue(ctx.sender, badge):
+            raise PermissionDenied(f"Your issuer scope does not include {badge}.")
         if badge in self.permissions.role_badges() and not self.permissions.is_admin(ctx.sender):
             raise PermissionDenied(
                 f"{badge} grants a role in this territory: only a territory admin may award it."

@@ -41,7 +41,9 @@ class PermissionChecker:
         badge_admins: tuple[str, ...] = (),
         power_levels: PowerLevelsFetcher,
         holds_badge: BadgeHolderLookup | None = None,
+        issuer_scopes: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
+        self._issuer_scopes = issuer_scopes or {}
         self._admins = frozenset(admins)
         self._grants = {
             Permission.BADGE_ADMIN: badge_admins,
@@ -53,6 +55,21 @@ class PermissionChecker:
 
     def is_admin(self, user_id: UserID) -> bool:
         return user_id in self._admins
+
+    async def may_issue(self, user_id: UserID, badge: str) -> bool:
+        """Whether an issuer's scope (if they have one) includes ``badge``; admins always may.
+        A user in several scopes (their MXID, badges they hold) may award any badge of them."""
+        if self.is_admin(user_id):
+            return True
+        scopes = []
+        for who, badges in self._issuer_scopes.items():
+            if who == user_id or (
+                who.startswith("badge:")
+                and self.holds_badge is not None
+                and await self.holds_badge(user_id, who.removeprefix("badge:"))
+            ):
+                scopes.append(badges)
+        return not scopes or any(badge in badges for badges in scopes)
 
     def role_badges(self) -> frozenset[str]:
         """Badges that grant a permission (``badge:<slug>`` in a grant list): holding one makes

@@ -17,6 +17,7 @@ from tests.matrix_user import MatrixUser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROLE_BADGE = "trusted-issuer"
+SCOPED_BADGE = "first-aid-helper"
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -43,6 +44,8 @@ async def stack() -> AsyncIterator[LocalStack]:
                 # Holders of the badge trusted-issuer may award badges (a role badge).
                 "permissions": {
                     "badge_issuers": ["@admin:dk.localhost", f"badge:{ROLE_BADGE}"],
+                    # ... and award only these (and the role itself, which needs an admin).
+                    "issuer_scopes": {f"badge:{ROLE_BADGE}": [SCOPED_BADGE, ROLE_BADGE]},
                 },
             },
         )
