@@ -304,7 +304,9 @@ def _literal(key: str) -> bool:
 
 
 def _shown(location: str, value: Any) -> str:
-    """The offending value as the operator wrote it; passwords in URLs are masked."""
+    """The offending value as the operator wrote it; secrets, and passwords in URLs, masked."""
+    if any(word in location for word in ("password", "token", "secret")):
+        return "(a secret, not shown)"
     text = repr(value)
     if "url" in location and isinstance(value, str):
         text = repr(re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", value))

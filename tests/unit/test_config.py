@@ -192,3 +192,11 @@ def test_secrets_from_the_environment_are_taken_as_written(tmp_path: Path) -> No
     assert config.nats.password == "012345678"
     assert config.gate.module_token == "yes-no-null-0x1f-0123456789"
     assert config.appservice.port == 29334
+
+
+def test_a_rejected_secret_is_not_repeated_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    write_config(GOOD, path)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={"UNITYPLAN_NATS_PASSWORD": "short"})
+    assert "nats.password" in str(refused.value) and "short" not in str(refused.value)
