@@ -7,6 +7,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import quote
 
 import aiohttp
 from mautrix.api import Method
@@ -14,7 +15,7 @@ from mautrix.api import Path as ClientPath
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store import MemoryStateStore
-from mautrix.errors import MatrixError, MatrixRequestError
+from mautrix.errors import MatrixConnectionError, MatrixError, MatrixRequestError
 from mautrix.types import (
     EventType,
     Format,
@@ -27,6 +28,7 @@ from mautrix.types import (
 )
 from mautrix.util.logging import TraceLogger
 
+from core.errors import Refused, TooLarge
 from core.html import html_to_text
 from db.cache import LruCache
 from db.repositories.direct_rooms import DirectRoomRepository
@@ -111,6 +113,33 @@ class MatrixConnection:
         for creator in creators:
             effective.users[creator] = 2**53 - 1
         return effective
+
+    async def download_capped(self, mxc: str, limit: int) -> bytes:
+        """A file from the homeserver's media repository, read as it arrives and given up past
+        ``limit`` bytes (``TooLarge``), whatever the uploader declared."""
+        if not mxc.startswith("mxc://") or mxc.count("/") != 3:
+            raise Refused(f"{mxc!r} is not an mxc:// URI")
+        server, media_id = mxc.removeprefix("mxc://").split("/")
+        url = (
+            f"{self.settings.homeserver_url.rstrip('/')}/_matrix/client/v1/media/download/"
+            f"{quote(server, safe='')}/{quote(media_id, safe='')}"
+        )
+        if self._session is None:
+            raise RuntimeError("the Matrix connection is not started")
+        headers = {"Authorization": f"Bearer {self.settings.as_token}"}
+        async with self._session.get(url, headers=headers) as resp:
+            if resp.status != 200:
+                raise MatrixConnectionError(f"media download answered {resp.status}")
+            declared = resp.content_length
+            if declared is not None and declared > limit:
+                raise TooLarge(f"the file is {declared} bytes, more than {limit}")
+            chunks, size = [], 0
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"the file is more than {limit} bytes")
+                chunks.append(chunk)
+        return b"".join(chunks)
 
     async def may_redact(self, room_id: str, sender: str, author: str) -> bool:
         """Matrix lets a redaction into the room before deciding whether it applies: it does when

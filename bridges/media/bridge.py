@@ -15,7 +15,6 @@ import logging
 
 import asyncpg
 from mautrix.types import (
-    ContentURI,
     Event,
     EventType,
     MediaMessageEventContent,
@@ -25,6 +24,7 @@ from mautrix.types import (
 )
 
 from core.effects import Effects
+from core.errors import TooLarge
 from core.events import EventEmitter
 from core.html import escape
 from core.matrix import MatrixConnection
@@ -160,7 +160,11 @@ class MediaBridge:
 
     async def _store(self, item: QueuedFile) -> None:
         try:
-            data = await self.matrix.bot.download_media(ContentURI(item.mxc_url))
+            data = await self.matrix.download_capped(item.mxc_url, self.max_bytes)
+        except TooLarge:  # larger than declared, and than we keep
+            await self._refuse(item.room_id, item.uploader, item.filename, self.max_bytes + 1)
+            await self.media.dequeue(item.matrix_event_id)
+            return
         except Exception as exc:  # the homeserver refused or is away
             if item.attempts >= 5:
                 log.warning("Giving up on %s: %s", item.matrix_event_id, exc)

@@ -45,7 +45,13 @@ async def _topic_room(platform: Platform, user: MatrixUser) -> tuple[int, str]:
 
 
 async def _post_file(
-    user: MatrixUser, room: str, data: bytes, name: str, mime: str, msgtype: str = "m.image"
+    user: MatrixUser,
+    room: str,
+    data: bytes,
+    name: str,
+    mime: str,
+    msgtype: str = "m.image",
+    declared_size: int | None = None,
 ) -> str:
     upload, _ = await user.client.upload(
         io.BytesIO(data), content_type=mime, filename=name, filesize=len(data)
@@ -58,7 +64,10 @@ async def _post_file(
             "msgtype": msgtype,
             "body": name,
             "url": upload.content_uri,
-            "info": {"mimetype": mime, "size": len(data)},
+            "info": {
+                "mimetype": mime,
+                "size": len(data) if declared_size is None else declared_size,
+            },
         },
     )
     return str(response.event_id)  # type: ignore[union-attr]
@@ -161,3 +170,18 @@ async def test_same_content_twice_is_stored_once_and_unpinned_after_both_redacti
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{platform.config.public_url}/api/media/{one.cid}") as resp:
             assert resp.status == 404
+
+
+async def test_a_file_that_lies_about_its_size_is_cut_off_at_the_limit(
+    platform: Platform, user: MatrixUser
+) -> None:
+    """The size in the event is the uploader's word: the download stops at the limit anyway."""
+    _, room = await _topic_room(platform, user)
+    big = os.urandom(1024 * 1024 + 5000)
+    event_id = await _post_file(
+        user, room, big, "liar.bin", "application/octet-stream", msgtype="m.file", declared_size=10
+    )
+    notice = await user.dm_from_bot(lambda e: "liar.bin" in body(e) and "larger than" in body(e))
+    assert notice
+    await asyncio.sleep(1)
+    assert await platform.media.upload_by_event(event_id) is None
