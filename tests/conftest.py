@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats
+import nats.aio.client
 import pytest
 import pytest_asyncio
 
@@ -77,3 +79,19 @@ async def admin(stack: LocalStack) -> AsyncIterator[MatrixUser]:
     member = await MatrixUser.login(stack, demo.user_id, demo.password)
     yield member
     await member.close()
+
+
+@pytest_asyncio.fixture
+async def nc(stack: LocalStack) -> AsyncIterator[nats.aio.client.Client]:
+    """A NATS client without credentials: it may read the bus, not publish events."""
+    client = await nats.connect(stack.nats.url)
+    yield client
+    await client.close()
+
+
+@pytest_asyncio.fixture
+async def territory_nc(stack: LocalStack) -> AsyncIterator[nats.aio.client.Client]:
+    """A NATS client with the territory's own credentials (a buggy or compromised process of it)."""
+    client = await nats.connect(stack.nats.url, **stack.nats.credentials("dk"))
+    yield client
+    await client.close()

@@ -12,7 +12,6 @@ from typing import Any
 
 import nats
 import pytest
-import pytest_asyncio
 from nats.aio.client import Client
 
 from appservice.app import Platform
@@ -24,20 +23,6 @@ from core.signing import SIGNATURE_HEADER, sign
 def _metric(platform: Platform, name: str, labels: dict[str, str]) -> float:
     value = platform.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
-
-
-@pytest_asyncio.fixture
-async def anonymous(stack: LocalStack) -> Any:
-    client = await nats.connect(stack.nats.url)
-    yield client
-    await client.close()
-
-
-@pytest_asyncio.fixture
-async def as_dk(stack: LocalStack) -> Any:
-    client = await nats.connect(stack.nats.url, **stack.nats.credentials("dk"))
-    yield client
-    await client.close()
 
 
 def _completed(user_id: str, course: str, badge: str, territory: str = "dk") -> EventEnvelope:
@@ -60,13 +45,13 @@ async def _never_awarded(platform: Platform, user_id: str, badge: str, seconds: 
 
 
 async def test_a_client_without_credentials_cannot_publish_events(
-    platform: Platform, anonymous: Client
+    platform: Platform, nc: Client
 ) -> None:
     badge = await _define(platform)
     user = f"@mallory{secrets.token_hex(2)}:dk.localhost"
     envelope = _completed(user, "any-course", badge)
     with pytest.raises((nats.errors.Error, TimeoutError, asyncio.TimeoutError)):
-        await anonymous.jetstream().publish(
+        await nc.jetstream().publish(
             envelope.subject, envelope.to_json(), headers={"Nats-Msg-Id": str(envelope.id)}
         )
     await _never_awarded(platform, user, badge)
@@ -77,7 +62,7 @@ async def test_a_client_without_credentials_cannot_publish_events(
     ["unsigned", "wrong key", "other territory's subject"],
 )
 async def test_forged_envelopes_are_rejected_and_counted(
-    platform: Platform, as_dk: Client, forgery: str
+    platform: Platform, territory_nc: Client, forgery: str
 ) -> None:
     badge = await _define(platform)
     user = f"@mallory{secrets.token_hex(2)}:dk.localhost"
@@ -94,7 +79,7 @@ async def test_forged_envelopes_are_rejected_and_counted(
     reason = {"unsigned": "unsigned", "wrong key": "bad_signature"}.get(forgery, "subject_mismatch")
     labels = {"consumer": "dk-course-badges", "reason": reason}
     before = _metric(platform, "unityplan_events_rejected_total", labels)
-    await as_dk.jetstream().publish(subject, body, headers=headers)
+    await territory_nc.jetstream().publish(subject, body, headers=headers)
     for _ in range(100):
         if _metric(platform, "unityplan_events_rejected_total", labels) > before:
             break
@@ -106,7 +91,7 @@ async def test_forged_envelopes_are_rejected_and_counted(
 
 
 async def test_a_signed_course_completed_without_an_enrolment_awards_nothing(
-    platform: Platform, as_dk: Client
+    platform: Platform, territory_nc: Client
 ) -> None:
     """Even a correctly signed event is only a hint: the awarder looks at its own database."""
     badge = await _define(platform)
@@ -117,7 +102,7 @@ async def test_a_signed_course_completed_without_an_enrolment_awards_nothing(
         "Nats-Msg-Id": str(envelope.id),
         SIGNATURE_HEADER: sign(platform.signing_key, envelope.subject, body),
     }
-    await as_dk.jetstream().publish(envelope.subject, body, headers=headers)
+    await territory_nc.jetstream().publish(envelope.subject, body, headers=headers)
     for _ in range(100):
         if await platform.consumed.is_processed("dk-course-badges", envelope.id):
             break
@@ -127,7 +112,7 @@ async def test_a_signed_course_completed_without_an_enrolment_awards_nothing(
 
 
 async def test_a_rogue_badge_check_answer_is_not_believed(
-    platform: Platform, as_dk: Client
+    platform: Platform, territory_nc: Client
 ) -> None:
     badge = await _define(platform)
     user = f"@someone{secrets.token_hex(2)}:dk.localhost"
@@ -135,9 +120,9 @@ async def test_a_rogue_badge_check_answer_is_not_believed(
     before = _metric(platform, "unityplan_badge_check_answers_rejected_total", labels)
 
     async def lie(message: Any) -> None:
-        await as_dk.publish(message.reply, json.dumps({"valid": True}).encode())
+        await territory_nc.publish(message.reply, json.dumps({"valid": True}).encode())
 
-    rogue = await as_dk.subscribe(
+    rogue = await territory_nc.subscribe(
         "unityplan.dk.badge.check", queue=f"rogue-{uuid.uuid4().hex}", cb=lie
     )
     try:
@@ -149,19 +134,19 @@ async def test_a_rogue_badge_check_answer_is_not_believed(
 
 
 async def test_an_anonymous_client_may_ask_but_not_answer_badge_check(
-    stack: LocalStack, anonymous: Client
+    stack: LocalStack, nc: Client
 ) -> None:
     answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    inbox = anonymous.new_inbox()
+    inbox = nc.new_inbox()
 
     async def on_answer(message: Any) -> None:
         data = json.loads(message.data)
         if "valid" in data:
             await answers.put({"data": data, "headers": message.headers or {}})
 
-    sub = await anonymous.subscribe(inbox, cb=on_answer)
+    sub = await nc.subscribe(inbox, cb=on_answer)
     try:
-        await anonymous.publish(
+        await nc.publish(
             "unityplan.dk.badge.check",
             json.dumps({"user_id": "@x:dk.localhost", "badge": "none"}).encode(),
             reply=inbox,

@@ -25,22 +25,6 @@ from core.ports import BadgeCheckError
 
 
 @pytest_asyncio.fixture
-async def nc(stack: LocalStack) -> Any:
-    """A client without credentials: it may read the bus, not publish events."""
-    client = await nats.connect(stack.nats.url)
-    yield client
-    await client.close()
-
-
-@pytest_asyncio.fixture
-async def territory_nc(stack: LocalStack) -> Any:
-    """A client with the territory's own credentials (as a buggy or compromised process of it)."""
-    client = await nats.connect(stack.nats.url, **stack.nats.credentials("dk"))
-    yield client
-    await client.close()
-
-
-@pytest_asyncio.fixture
 async def effects(platform: Platform) -> Any:
     """A table the test consumers write their effects to, in the consumer's transaction."""
     await platform.territory_db.execute(
