@@ -42,6 +42,7 @@ log = logging.getLogger("unityplan.gate")
 
 # Room versions before 7 cannot knock.
 KNOCK_ROOM_VERSION = 7
+GATE_STATE = "org.unityplan.gate"  # state key "": {"badges": [...], "mode": ...} while gated
 DECISION_CACHE_SIZE = 50_000  # (user, room) decisions remembered for gate.decision_cache_seconds
 MODERATOR_LEVEL = 50
 
@@ -206,6 +207,9 @@ class GateService:
         gate = Gate(room_id, badges, mode, previous_rule, actor)
         await self.gates.set(gate)
         await self.effects.state(room_id, str(EventType.ROOM_JOIN_RULES), {"join_rule": "knock"})
+        # In the room's own state too: the homeserver module reads it when we cannot answer,
+        # so a restart of the homeserver does not open the room.
+        await self.effects.state(room_id, GATE_STATE, {"badges": list(badges), "mode": mode})
         self.invalidate(room_id=room_id)
         removed = await self._enforce_members(gate)
         await self.audit.record(
@@ -224,6 +228,7 @@ class GateService:
         await self.effects.state(
             room_id, str(EventType.ROOM_JOIN_RULES), {"join_rule": gate.previous_join_rule}
         )
+        await self.effects.state(room_id, GATE_STATE, {})
         await self.audit.record(actor, "gate.removed", room_id=room_id)
         return gate
 

@@ -277,3 +277,35 @@ async def test_the_bot_says_so_when_it_lost_the_power_to_enforce(
         assert "I need power level 50" in body(notice)
     finally:
         await outsider.close()
+
+
+async def test_a_gated_room_stays_closed_while_the_appservice_is_away(
+    stack: LocalStack, platform: Platform, moderator: MatrixUser, user: MatrixUser
+) -> None:
+    """The homeserver module cannot ask the appservice: it reads the gate from the room's own
+    state (org.unityplan.gate), which a restart of the homeserver does not forget — even after
+    someone opened the join rule."""
+    badge = _slug("away")
+    await platform.badges.define(badge, "Away", valid_days=None, requires=(), actor="@t:x")
+    room, reply = await _gated_room(moderator, badge)
+    assert "badge" in body(reply)
+
+    async def gate_state() -> bool:
+        state = await moderator.client.room_get_state_event(room, "org.unityplan.gate")
+        return badge in getattr(state, "content", {}).get("badges", [])
+
+    await _eventually(gate_state, "the gate is in the room's state")
+    opened = await moderator.client.room_put_state(
+        room, "m.room.join_rules", {"join_rule": "public"}
+    )
+    assert getattr(opened, "event_id", None), opened
+
+    await platform.stop()  # the appservice is away
+    try:
+        await stack.synapse.stop()
+        await stack.synapse.start()  # the module forgets what it saw
+        refused = await user.client.join(room)
+        assert isinstance(refused, JoinError) and refused.status_code == "M_FORBIDDEN"
+        assert "unavailable" in refused.message
+    finally:
+        await stack.restart_platform()

@@ -14,8 +14,10 @@ For every join by a user of this homeserver, the module asks the appservice
 ``error`` names the missing badge and the course that earns it.
 
 When the appservice does not answer, the module fails **closed for gated rooms** (rooms it has seen
-gated, and any room whose join rule is ``knock``: gated rooms are knock-only) and **open for all
-other rooms**, so an outage of the appservice never locks people out of ordinary rooms.
+gated, rooms whose ``org.unityplan.gate`` state event lists badges — the appservice keeps it in the
+room's own state, so it survives a restart of the homeserver — and any room whose join rule is
+``knock``: gated rooms are knock-only) and **open for all other rooms**, so an outage of the
+appservice never locks people out of ordinary rooms.
 Server admins and a creator joining their own new room are not checked (Synapse skips the callback).
 """
 
@@ -31,6 +33,7 @@ from twisted.internet import defer
 
 logger = logging.getLogger("unityplan_gate")
 
+GATE_STATE = "org.unityplan.gate"
 UNAVAILABLE = "This room requires badges, and the badge check is unavailable right now. Try again in a minute."
 
 
@@ -106,8 +109,13 @@ class BadgeGate:
         if room_id in self.known_gated:
             return True
         try:
-            state = await self.api.get_room_state(room_id, [("m.room.join_rules", "")])
+            state = await self.api.get_room_state(
+                room_id, [("m.room.join_rules", ""), (GATE_STATE, "")]
+            )
         except Exception:
             return True  # cannot tell: be careful
+        gate = state.get((GATE_STATE, ""))
+        if gate is not None and gate.content.get("badges"):
+            return True
         event = state.get(("m.room.join_rules", ""))
         return event is not None and event.content.get("join_rule") in ("knock", "knock_restricted")
