@@ -327,6 +327,9 @@ class Platform:
             command_prefix=prefix,
             cache_seconds=config.gate.decision_cache_seconds,
             knock_limit=RateLimiter("knocks", config.limits.knocks_per_hour / 60),
+            server_limit=RateLimiter(
+                "knocks and DMs for one server", config.limits.remote_server_per_hour / 60
+            ),
         )
         self.event_bus = self._event_bus()
 

@@ -153,6 +153,8 @@ class LimitsConfig(_Section):
     api_writes_per_minute: float = Field(default=30, ge=0)
     topics_per_hour: float = Field(default=10, ge=0)
     knocks_per_hour: float = Field(default=30, ge=0)
+    # Knocks from, and DMs to, the users of one remote homeserver together.
+    remote_server_per_hour: float = Field(default=120, ge=0)
 
 
 class CoursesConfig(_Section):

@@ -51,6 +51,7 @@ async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
                         "api_writes_per_minute": 0,
                         "topics_per_hour": 0,
                         "knocks_per_hour": 0,
+                        "remote_server_per_hour": 0,
                     }
                 },
             )

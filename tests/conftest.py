@@ -42,6 +42,7 @@ async def stack() -> AsyncIterator[LocalStack]:
                     "api_writes_per_minute": 100_000,
                     "topics_per_hour": 1_000_000,
                     "knocks_per_hour": 1_000_000,
+                    "remote_server_per_hour": 1_000_000,
                 },
                 # Holders of the badge trusted-issuer may award badges (a role badge).
                 "permissions": {

@@ -89,8 +89,11 @@ class GateService:
         command_prefix: str,
         cache_seconds: float,
         knock_limit: RateLimiter | None = None,
+        server_limit: RateLimiter | None = None,
     ) -> None:
-        self.knock_limit = knock_limit
+        self.knock_limit = knock_limit  # per user
+        # Per remote server: knocks from it, and DMs the bot sends to its users.
+        self.server_limit = server_limit
         self.gates = gates
         self.awards = awards
         self.definitions = definitions
@@ -277,9 +280,12 @@ class GateService:
         gate = await self.gates.get(event.room_id)
         if gate is None:
             return
-        if membership == Membership.KNOCK and self.knock_limit is not None:
+        if membership == Membership.KNOCK:
             try:
-                self.knock_limit.hit(user_id)
+                if self.knock_limit is not None:
+                    self.knock_limit.hit(user_id)
+                if self.server_limit is not None and server_of(user_id) != self.server_name:
+                    self.server_limit.hit(server_of(user_id))
             except RateLimited:
                 log.info("Ignoring a knock by %s on %s: too many knocks", user_id, event.room_id)
                 return
@@ -302,6 +308,12 @@ class GateService:
             return
         await self.effects.membership("kick", room_id, user_id, reason)
         self.metrics.actions.labels(action).inc()
+        if self.server_limit is not None and server_of(user_id) != self.server_name:
+            try:
+                self.server_limit.hit(server_of(user_id))
+            except RateLimited:
+                log.info("Not telling %s why: too many DMs to %s", user_id, server_of(user_id))
+                return
         what = "Your knock on" if action == "knock_refused" else "You were removed from"
         await self.effects.dm(
             user_id,

@@ -62,7 +62,11 @@ async def faults() -> AsyncIterator[FaultStack]:
                     "effect_max_attempts": 30,
                 },
                 "badges": {"reminder_lead_hours": 0.002, "expiry_check_seconds": 0.5},
-                "limits": {"topics_per_hour": 1_000_000, "knocks_per_hour": 1_000_000},
+                "limits": {
+                    "topics_per_hour": 1_000_000,
+                    "knocks_per_hour": 1_000_000,
+                    "remote_server_per_hour": 1_000_000,
+                },
             },
         )
     )
