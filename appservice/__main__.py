@@ -6,7 +6,8 @@ unityplan [-c CONFIG] registration generate [-o FILE] [--rotate]
 unityplan [-c CONFIG] registration check [-r FILE]
 unityplan [-c CONFIG] db migrate
 unityplan [-c CONFIG] course import FILE
-unityplan [-c CONFIG] territory info
+unityplan [-c CONFIG] territory info [CODE] | list | add CODE --name … --server-name … --homeserver URL --db DSN
+                                  [--data-residency R] [--no-cross-border] | settings CODE key=value…
 unityplan [-c CONFIG] deadletters list [--limit N] [--json] | retry ID... | drop ID...
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from core.errors import DomainError, NotFound, Refused
+from core.errors import Conflict, DomainError, NotFound, Refused
 from db.database import DatabaseUnavailable
 from db.migrations import DatabaseTooNew
 from db.territory import territory_code
@@ -107,9 +108,21 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("ids", nargs="+", metavar="ID", help="effect:N or event:$id")
 
     territory = commands.add_parser("territory", help="the territory registry")
-    territory.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
-        "info", help="show this territory's registry entry"
-    )
+    territory_actions = territory.add_subparsers(dest="action", required=True, metavar="ACTION")
+    info = territory_actions.add_parser("info", help="a territory's registry entry (default: this)")
+    info.add_argument("code", nargs="?", default=None)
+    territory_actions.add_parser("list", help="every territory in the registry")
+    add = territory_actions.add_parser("add", help="register a territory")
+    add.add_argument("code")
+    add.add_argument("--name", required=True)
+    add.add_argument("--server-name", required=True)
+    add.add_argument("--homeserver", required=True, help="its homeserver's client API URL")
+    add.add_argument("--db", required=True, metavar="DSN", help="its database")
+    add.add_argument("--data-residency", default="")
+    add.add_argument("--no-cross-border", action="store_true")
+    settings = territory_actions.add_parser("settings", help="change a territory's settings")
+    settings.add_argument("code")
+    settings.add_argument("values", nargs="+", metavar="key=value")
     return parser
 
 
@@ -271,35 +284,90 @@ def cmd_course_import(config: Config, file: Path) -> int:
     return asyncio.run(main())
 
 
-def cmd_territory_info(config: Config) -> int:
-    from db.repositories.territories import TerritoryRepository
+TERRITORY_SETTINGS = {"data_residency": str, "allow_cross_border": bool}
 
-    from .app import opened_databases
+
+def _territory_json(territory: Any) -> dict[str, Any]:
+    return {
+        "code": territory.code,
+        "name": territory.name,
+        "server_name": territory.server_name,
+        "homeserver_url": territory.homeserver_url,
+        "database_dsn": territory.database_dsn,
+        "settings": territory.settings,
+        "public_key": territory.public_key,
+    }
+
+
+def _setting(raw: str) -> tuple[str, Any]:
+    key, sep, value = raw.partition("=")
+    if not sep or key not in TERRITORY_SETTINGS:
+        raise Refused(f"{raw!r} is not key=value with a key of {', '.join(TERRITORY_SETTINGS)}.")
+    if TERRITORY_SETTINGS[key] is bool:
+        if value.lower() not in ("true", "false", "yes", "no"):
+            raise Refused(f"{key} is true or false, not {value!r}.")
+        return key, value.lower() in ("true", "yes")
+    return key, value
+
+
+def cmd_territory(config: Config, args: argparse.Namespace) -> int:
+    from db.repositories.territories import Territory, TerritoryRepository
+
+    from .app import opened_databases, outbox_emitter
 
     async def main() -> int:
         async with opened_databases(config, migrate=False, max_size=1) as dbs:
-            territory = await TerritoryRepository(dbs.global_db).get(
-                territory_code(config.territory.code)
-            )
-        if territory is None:
-            raise NotFound(
-                f"Territory {config.territory.code} is not registered yet; "
-                "it is registered when the appservice starts."
-            )
-        print(
-            json.dumps(
-                {
-                    "code": territory.code,
-                    "name": territory.name,
-                    "server_name": territory.server_name,
-                    "homeserver_url": territory.homeserver_url,
-                    "database_dsn": territory.database_dsn,
-                    "settings": territory.settings,
-                },
-                indent=2,
-            )
-        )
-        return 0
+            registry = TerritoryRepository(dbs.global_db)
+            if args.action == "list":
+                for entry in await registry.all():
+                    print(json.dumps(_territory_json(entry)))
+                return 0
+            if args.action == "info":
+                code = territory_code(args.code or config.territory.code)
+                territory = await registry.get(code)
+                if territory is None:
+                    raise NotFound(
+                        f"Territory {code} is not registered yet; it is registered when its "
+                        "appservice starts (or with `unityplan territory add`)."
+                    )
+                print(json.dumps(_territory_json(territory), indent=2))
+                return 0
+            code = territory_code(args.code)
+            if args.action == "add":
+                if await registry.get(code) is not None:
+                    raise Conflict(f"Territory {code} is registered already.")
+                if await registry.by_server_name(args.server_name) is not None:
+                    raise Conflict(f"{args.server_name} is another territory's server already.")
+                await registry.upsert(
+                    Territory(
+                        code=code,
+                        name=args.name,
+                        server_name=args.server_name,
+                        homeserver_url=args.homeserver,
+                        database_dsn=args.db,
+                        settings={
+                            "data_residency": args.data_residency,
+                            "allow_cross_border": not args.no_cross_border,
+                        },
+                    )
+                )
+                print(
+                    f"Registered {code} ({args.server_name}). Its appservice adds its key at start."
+                )
+                return 0
+            territory = await registry.get(code)
+            if territory is None:
+                raise NotFound(f"Territory {code} is not registered.")
+            changes = dict(_setting(raw) for raw in args.values)
+            async with dbs.global_db.transaction():
+                await registry.set_settings(code, {**territory.settings, **changes})
+                # Every process refreshes what it caches of the registry on this event.
+                events = outbox_emitter(dbs, territory_code(config.territory.code))
+                await events.emit(
+                    "territory.settings_changed", {"territory": code, "changes": changes}
+                )
+            print(f"{code}: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+            return 0
 
     return asyncio.run(main())
 
@@ -400,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_course_import(config, args.file)
         if args.command == "deadletters":
             return cmd_deadletters(config, args)
-        return cmd_territory_info(config)
+        return cmd_territory(config, args)
     except DomainError as exc:
         # The one place the CLI says a refusal: its sentence, exit code 2.
         print(f"unityplan: {exc}", file=sys.stderr)

@@ -82,6 +82,22 @@ class TerritoryRepository:
         )
         return Territory.from_row(row) if row else None
 
+    async def all(self) -> list[Territory]:
+        rows = await self.db.fetch(
+            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
+                      public_key
+               FROM global.territories ORDER BY code"""
+        )
+        return [Territory.from_row(row) for row in rows]
+
+    async def set_settings(self, code: TerritoryCode, settings: dict[str, Any]) -> None:
+        await self.db.execute(
+            """UPDATE global.territories SET settings = $2::jsonb, updated_at = now()
+               WHERE code = $1""",
+            code,
+            json.dumps(settings),
+        )
+
     async def by_server_name(self, server_name: str) -> Territory | None:
         row = await self.db.fetchrow(
             """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sys
 
 from appservice.stack.local import LocalStack
@@ -92,3 +93,35 @@ async def _dead_effect_again(stack: LocalStack, effect_id: int) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+async def test_territory_registry_cli(stack: LocalStack) -> None:
+    config = str(stack.config_path)
+    code = f"t{secrets.token_hex(3)}"
+    server = f"{code}.example"
+    args = ["--name", "Test land", "--server-name", server, "--homeserver", f"https://{server}"]
+    dsn = "postgresql://u:topsecret@db.example/unityplan"
+    done, out, err = await _unityplan(
+        "-c", config, "territory", "add", code, *args, "--db", dsn, "--no-cross-border"
+    )
+    assert done == 0 and f"Registered {code}" in out, err
+    again, _, err = await _unityplan("-c", config, "territory", "add", code, *args, "--db", dsn)
+    assert again == 2 and "registered already" in err
+
+    listed, out, _ = await _unityplan("-c", config, "territory", "list")
+    entries = {e["code"]: e for e in map(json.loads, out.splitlines())}
+    assert listed == 0 and {"dk", code} <= set(entries)
+    assert entries[code]["settings"] == {"data_residency": "", "allow_cross_border": False}
+    assert "topsecret" not in out  # the registry never keeps a password
+
+    changed, out, err = await _unityplan(
+        "-c", config, "territory", "settings", code, "allow_cross_border=true", "data_residency=eu"
+    )
+    assert changed == 0, err
+    shown, out, _ = await _unityplan("-c", config, "territory", "info", code)
+    assert shown == 0
+    assert json.loads(out)["settings"] == {"data_residency": "eu", "allow_cross_border": True}
+    bad, _, err = await _unityplan("-c", config, "territory", "settings", code, "colour=blue")
+    assert bad == 2 and "key=value" in err
+    missing, _, err = await _unityplan("-c", config, "territory", "info", "nowhere")
+    assert missing == 2 and "not registered" in err
