@@ -51,6 +51,7 @@ def territory_permissions(code: str, stream: str = STREAM) -> dict[str, Any]:
                 f"$JS.API.CONSUMER.INFO.{stream}.>",
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
                 f"$JS.ACK.{stream}.>",
+                f"$JS.FC.{stream}.>",
             ]
         },
         # Only its own badge.check and its own inboxes; answering is allowed by allow_responses.
@@ -76,7 +77,9 @@ def observer_permissions(stream: str = STREAM) -> dict[str, Any]:
                 f"$JS.API.CONSUMER.INFO.{stream}.>",
                 f"$JS.API.CONSUMER.DELETE.{stream}.>",
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+                f"$JS.API.DIRECT.GET.{stream}.>",
                 f"$JS.ACK.{stream}.>",
+                f"$JS.FC.{stream}.>",  # flow control of push (and ordered) consumers
             ]
         },
         # Events, yes; other people's badge questions, no.
