@@ -21,8 +21,8 @@ class HelpCommands:
         allowed = [
             spec for spec in router.commands if await router.may_run(spec, ctx.sender, ctx.room_id)
         ]
-        if command:
-            words = command.removeprefix(ctx.prefix).split()
+        words = command.removeprefix(ctx.prefix).split() if command else []
+        if words:  # "!help !" names no command: the whole list
             spec = router.find(words)
             matches = [spec] if spec else router.group(words[0])
             if not matches:

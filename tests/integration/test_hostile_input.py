@@ -81,7 +81,10 @@ async def test_every_command_with_hostile_arguments(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    derandomize=True,  # the same examples every run: CI is not where new ones are searched
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(st.text(min_size=1, max_size=80))
 async def test_random_text_after_a_command_word(

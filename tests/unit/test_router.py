@@ -251,3 +251,9 @@ def test_plain_text_keeps_numbers_and_links() -> None:
         "See the credential (https://x.example/c/1).",
         "• a",
     ]
+
+
+async def test_help_with_only_the_prefix_lists_everything() -> None:
+    router, _ = _router()
+    outcome, replies = await _run(router, MEMBER, "!help !")
+    assert outcome is Outcome.OK and "Commands you can use here" in replies[0]
