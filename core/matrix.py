@@ -230,21 +230,16 @@ class DirectMessenger:
                 dm_log.info(
                     "DM room %s with %s is unusable (%s); opening a new one", room_id, user_id, exc
                 )
-        new_room = await self.matrix.bot.create_room(
-            preset=RoomCreatePreset.TRUSTED_PRIVATE,
-            is_direct=True,
-            invitees=[UserID(user_id)],
-            name=None,
-        )
-        await self.rooms.set(user_id, new_room)
+        new_room = await self._open(user_id)
         await self._notice(new_room, html, txn_id)
         return new_room
 
     async def room_for(self, user_id: str) -> RoomID:
         """The user's DM room with the bot, opened when there is none yet."""
         known = await self.rooms.get(user_id)
-        if known is not None:
-            return RoomID(known)
+        return RoomID(known) if known is not None else await self._open(user_id)
+
+    async def _open(self, user_id: str) -> RoomID:
         new_room = await self.matrix.bot.create_room(
             preset=RoomCreatePreset.TRUSTED_PRIVATE,
             is_direct=True,
