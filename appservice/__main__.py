@@ -21,12 +21,14 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from core.errors import Conflict, DomainError, NotFound, Refused
+from core.errors import Conflict, DomainError, Forbidden, NotFound, Refused
 from db.database import DatabaseUnavailable
-from db.migrations import DatabaseTooNew
+from db.migrations import DatabaseTooNew, MigrationNeedsAdmin
 from db.territory import territory_code
 
 from .config import Config, ConfigError, LoggingConfig, example_config_text, load_config
@@ -149,7 +151,9 @@ def _run_until_signal(
             if isinstance(exc, ConfigError):
                 print(f"unityplan: {exc}", file=sys.stderr)
                 return EXIT_CONFIG
-            expected = isinstance(exc, StackError | DatabaseUnavailable | DatabaseTooNew)
+            expected = isinstance(
+                exc, StackError | DatabaseUnavailable | DatabaseTooNew | MigrationNeedsAdmin
+            )
             log.critical("Start-up failed: %s", exc, exc_info=not expected)
             return EXIT_STARTUP
         await stopping.wait()
@@ -223,13 +227,18 @@ def cmd_registration(args: argparse.Namespace, config: Config) -> int:
 def cmd_db_migrate(config: Config) -> int:
     from db.setup import migrate_all
 
-    from .app import opened_databases
+    from .app import opened_databases, provisioned
 
     async def main() -> None:
+        # With database.admin_url, the admin role migrates the shared schemas and provisions the
+        # territory's role first; the territory schema is then migrated by its owner, that role.
+        shared = await provisioned(config) if config.database.admin_url else {}
         async with opened_databases(config, migrate=False) as dbs:
             applied = await migrate_all(
                 dbs.global_db, dbs.territory_db, territory_code(config.territory.code)
             )
+        for schema, versions in shared.items():
+            applied[schema] = versions + applied.get(schema, [])
         for schema, versions in applied.items():
             print(f"{schema}: " + (f"applied {versions}" if versions else "up to date"))
 
@@ -310,14 +319,42 @@ def _setting(raw: str) -> tuple[str, Any]:
     return key, value
 
 
+def _same_server(a: str, b: str) -> bool:
+    from urllib.parse import urlsplit
+
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.hostname, pa.port or 5432, pa.path) == (pb.hostname, pb.port or 5432, pb.path)
+
+
 def cmd_territory(config: Config, args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from db.database import Database
     from db.repositories.territories import Territory, TerritoryRepository
+    from db.setup import provision_territory
 
     from .app import opened_databases, outbox_emitter
 
+    admin_url = config.database.admin_url
+    only_own = (
+        "The database role of this config may change only its own territory's registry row; "
+        "set database.admin_url (UNITYPLAN_DATABASE_ADMIN_URL) to {what}."
+    )
+
     async def main() -> int:
-        async with opened_databases(config, migrate=False, max_size=1) as dbs:
-            registry = TerritoryRepository(dbs.global_db)
+        async with AsyncExitStack() as stack:
+            dbs = await stack.enter_async_context(
+                opened_databases(config, migrate=False, max_size=1)
+            )
+            own = territory_code(config.territory.code)
+            writer = dbs.global_db
+            # Another territory's row is the admin's to write (row-level security refuses it to
+            # this territory's role); the own row is written by the own role, with its event.
+            if admin_url and args.action in ("add", "settings") and args.code != own:
+                writer = Database(admin_url, name="admin", min_size=0, max_size=1)
+                await writer.start()
+                stack.push_async_callback(writer.stop)
+            registry = TerritoryRepository(writer)
             if args.action == "list":
                 for entry in await registry.all():
                     print(json.dumps(_territory_json(entry)))
@@ -338,21 +375,31 @@ def cmd_territory(config: Config, args: argparse.Namespace) -> int:
                     raise Conflict(f"Territory {code} is registered already.")
                 if await registry.by_server_name(args.server_name) is not None:
                     raise Conflict(f"{args.server_name} is another territory's server already.")
-                await registry.upsert(
-                    Territory(
-                        code=code,
-                        name=args.name,
-                        server_name=args.server_name,
-                        homeserver_url=args.homeserver,
-                        database_dsn=args.db,
-                        settings={
-                            "data_residency": args.data_residency,
-                            "allow_cross_border": not args.no_cross_border,
-                        },
+                try:
+                    await registry.upsert(
+                        Territory(
+                            code=code,
+                            name=args.name,
+                            server_name=args.server_name,
+                            homeserver_url=args.homeserver,
+                            database_dsn=args.db,
+                            settings={
+                                "data_residency": args.data_residency,
+                                "allow_cross_border": not args.no_cross_border,
+                            },
+                        )
                     )
-                )
+                except asyncpg.InsufficientPrivilegeError as exc:
+                    raise Forbidden(only_own.format(what="register another territory")) from exc
+                role = ""
+                if admin_url:
+                    await provision_territory(
+                        admin_url, code, args.db, same_server=_same_server(admin_url, args.db)
+                    )
+                    role = f" with its database role {urlsplit(args.db).username}"
                 print(
-                    f"Registered {code} ({args.server_name}). Its appservice adds its key at start."
+                    f"Registered {code} ({args.server_name}){role}. "
+                    "Its appservice adds its key at start."
                 )
                 return 0
             territory = await registry.get(code)
@@ -360,14 +407,18 @@ def cmd_territory(config: Config, args: argparse.Namespace) -> int:
                 raise NotFound(f"Territory {code} is not registered.")
             changes = dict(_setting(raw) for raw in args.values)
             async with dbs.global_db.transaction():
-                await registry.set_settings(code, {**territory.settings, **changes})
+                # The change and its event commit together (the outbox is this territory's).
+                changed = await registry.set_settings(code, {**territory.settings, **changes})
+                if not changed:
+                    raise Forbidden(only_own.format(what=f"change {code}'s settings"))
                 # Every process refreshes what it caches of the registry on this event.
-                events = outbox_emitter(dbs, territory_code(config.territory.code))
+                events = outbox_emitter(dbs, own)
                 await events.emit(
                     "territory.settings_changed", {"territory": code, "changes": changes}
                 )
             print(f"{code}: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
             return 0
+        return 0
 
     return asyncio.run(main())
 
@@ -473,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         # The one place the CLI says a refusal: its sentence, exit code 2.
         print(f"unityplan: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except (DatabaseUnavailable, DatabaseTooNew) as exc:
+    except (DatabaseUnavailable, DatabaseTooNew, MigrationNeedsAdmin) as exc:
         print(f"unityplan: {exc}", file=sys.stderr)
         return EXIT_STARTUP
 

@@ -55,7 +55,7 @@ from db.repositories.media import MediaRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
 from db.repositories.transactions import TransactionRepository
-from db.setup import migrate_all
+from db.setup import migrate_all, provision_territory
 from db.territory import TerritoryCode, territory_code
 from registration.generate import load_registration
 from workflows.badge_credentials import BadgeCredentials
@@ -116,11 +116,26 @@ def build_databases(config: Config, *, max_size: int | None = None) -> Databases
     return Databases(global_db, territory_db)
 
 
+async def provisioned(config: Config) -> dict[str, list[int]]:
+    """With database.admin_url: migrate the shared schemas and provision this territory's role
+    (the one database.url logs in as), before any pool of that role opens."""
+    db = config.database
+    assert db.admin_url is not None
+    code = territory_code(config.territory.code)
+    separate = bool(db.territory_url) and db.territory_url != db.url
+    # On a server of its own (territory_url), the territory's role there owns its database.
+    applied = await provision_territory(db.admin_url, code, db.url, same_server=not separate)
+    log.info("As the admin role: %s", {k: v for k, v in applied.items() if v} or "up to date")
+    return applied
+
+
 @asynccontextmanager
 async def opened_databases(
     config: Config, *, migrate: bool, max_size: int = 2
 ) -> AsyncIterator[Databases]:
     """For one-shot CLI work: start the pools (and migrate), stop them afterwards."""
+    if migrate and config.database.admin_url:
+        await provisioned(config)
     databases = build_databases(config, max_size=max_size)
     async with AsyncExitStack() as stack:
         for database in databases.distinct:
@@ -546,6 +561,8 @@ class Platform:
 
     async def _start(self) -> None:
         config = self.config
+        if config.database.admin_url:
+            await provisioned(config)
         for database in self.databases.distinct:
             await database.start(wait=config.database.connect_wait_seconds)
             self._exit.push_async_callback(database.stop)

@@ -81,6 +81,9 @@ class AppserviceConfig(_Section):
 class DatabaseConfig(_Section):
     url: str = Field(pattern=r"^postgres(ql)?://")
     territory_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    # The role that owns the shared schemas: used once, to migrate them and to provision this
+    # territory's own role (the one in url), never for the appservice's own queries.
+    admin_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
     pool_min: int = Field(default=1, ge=0)
     pool_max: int = Field(default=10, ge=1)
     connect_wait_seconds: float = Field(default=30, ge=0)

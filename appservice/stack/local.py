@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from core.secrets import write_private
+from db.roles import default_role
+from db.setup import provision_territory
+from db.territory import territory_code
 
 from ..app import Platform
 from ..config import Config, load_config, write_config
@@ -69,6 +72,7 @@ class LocalStack:
         # their ports are chosen, so this start gets the same ones.
         reap_leftovers(self.root / "run", ("appservice", "synapse"))
         self.server_name = f"{options.territory}.localhost"
+        self.database_role = default_role(territory_code(options.territory))
         self.ports = self._ports()
         self.postgres = PostgresServer(
             self.root / "postgres" / "data",
@@ -156,6 +160,7 @@ class LocalStack:
         self._make_traversable()
         try:
             await asyncio.gather(self.postgres.start(), self.nats.start(), self.ipfs.start())
+            await self._provision_database()
             self._write_appservice_config()
             self.config = load_config(self.config_path, environ={})
             if self.options.appservice_process:
@@ -178,6 +183,18 @@ class LocalStack:
             await self.stop()
             raise
 
+    @property
+    def database_url(self) -> str:
+        """What the territory's appservice logs in as: its own role, not the admin."""
+        return self.postgres.dsn(user=self.database_role, password=self._secret("db-role"))
+
+    async def _provision_database(self) -> None:
+        # As the admin: migrate the shared schemas and give the territory its own role, as an
+        # operator does with `unityplan db migrate` and database.admin_url.
+        await provision_territory(
+            self.postgres.dsn(), territory_code(self.options.territory), self.database_url
+        )
+
     def _write_appservice_config(self) -> None:
         from registration.generate import generate
 
@@ -199,7 +216,7 @@ class LocalStack:
                 # Local scripts may use a demo user's access token against the API.
                 "api_accepts_access_tokens": True,
             },
-            "database": {"url": self.postgres.dsn()},
+            "database": {"url": self.database_url},
             "nats": {
                 "url": self.nats.url,
                 "user": self.options.territory,
@@ -274,7 +291,7 @@ class LocalStack:
             "appservice_url": self.config.appservice.address,
             "api_url": self.config.appservice.address,
             "config_path": str(self.config_path),
-            "database_url": self.postgres.dsn(),
+            "database_url": self.database_url,
             "demo_users": [u.as_json() for u in self.demo_users],
             **({"appservice_pid": self.appservice.pid} if self.appservice else {}),
         }
@@ -286,7 +303,9 @@ class LocalStack:
             "api_url": self.config.appservice.address,
             "config_path": str(self.config_path),
             "registration_path": str(self.registration_path),
-            "database_url": self.postgres.dsn(),
+            "database_url": self.database_url,
+            # The role that owns the shared schemas (migrations, `territory add`).
+            "admin_database_url": self.postgres.dsn(),
             "nats_url": self.nats.url,
             "ipfs_api_url": self.ipfs.api_url,
             "logs_dir": str(self.root / "logs"),

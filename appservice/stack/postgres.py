@@ -84,8 +84,12 @@ class PostgresServer:
     def password(self) -> str:
         return self._password_file.read_text().strip()
 
-    def dsn(self, database: str = DATABASE) -> str:
-        return f"postgresql://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{database}"
+    def dsn(
+        self, database: str = DATABASE, *, user: str = SUPERUSER, password: str | None = None
+    ) -> str:
+        """The admin's DSN, or another role's with its password."""
+        secret = self.password if password is None else password
+        return f"postgresql://{user}:{secret}@127.0.0.1:{self.port}/{database}"
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

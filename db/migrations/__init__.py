@@ -27,6 +27,7 @@ __all__ = [
     "PACKAGES",
     "DatabaseTooNew",
     "Migration",
+    "MigrationNeedsAdmin",
     "Scope",
     "check_schema_version",
     "migrate_schema",
@@ -52,6 +53,23 @@ class DatabaseTooNew(Exception):
         return (
             f"The {self.schema} schema is at version {self.version}, newer than this code knows "
             f"({self.known}): upgrade unityplan, or restore a backup made by this version."
+        )
+
+
+class MigrationNeedsAdmin(Exception):
+    """A schema has migrations pending that the connected role may not apply (the shared schemas
+    belong to the admin role; a territory's role owns only its territory schema)."""
+
+    def __init__(self, schema: str, role: str) -> None:
+        super().__init__(schema, role)
+        self.schema = schema
+        self.role = role
+
+    def __str__(self) -> str:
+        return (
+            f"The {self.schema} schema has migrations pending that the database role {self.role} "
+            "may not apply: run `unityplan db migrate` with database.admin_url set (the role that "
+            "owns the shared schemas), then start again."
         )
 
 
@@ -146,30 +164,41 @@ async def migrate_schema(conn: asyncpg.Connection, scope: Scope, schema: str) ->
     this code has; the transaction is then rolled back whole.
     """
     applied: list[int] = []
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"unityplan:{schema}")
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        await conn.execute(
-            f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
-                    version integer PRIMARY KEY,
-                    name text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
-        current = await conn.fetchval(
-            f"SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"
-        )
-        _refuse_if_too_new(scope, schema, current)
-        for migration in migrations_for(scope):
-            if migration.version <= current:
-                continue
-            if scope == "territory":
-                await migration.apply(conn, schema)
-            else:
-                await migration.apply(conn)
-            await conn.execute(
-                f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ($1, $2)",
-                migration.version,
-                migration.name,
-            )
-            applied.append(migration.version)
+    try:
+        async with conn.transaction():
+            await _migrate(conn, scope, schema, applied)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        role = await conn.fetchval("SELECT current_user")
+        raise MigrationNeedsAdmin(schema, role) from exc
     return applied
+
+
+async def _migrate(conn: asyncpg.Connection, scope: Scope, schema: str, applied: list[int]) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"unityplan:{schema}")
+    # CREATE SCHEMA checks the database's CREATE privilege even when the schema exists: a
+    # territory's role owns its schema but may not create schemas.
+    if await conn.fetchval("SELECT to_regnamespace($1) IS NULL", schema):
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    await conn.execute(
+        f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    current = await conn.fetchval(
+        f"SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"
+    )
+    _refuse_if_too_new(scope, schema, current)
+    for migration in migrations_for(scope):
+        if migration.version <= current:
+            continue
+        if scope == "territory":
+            await migration.apply(conn, schema)
+        else:
+            await migration.apply(conn)
+        await conn.execute(
+            f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ($1, $2)",
+            migration.version,
+            migration.name,
+        )
+        applied.append(migration.version)

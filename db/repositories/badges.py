@@ -83,7 +83,13 @@ class BadgeDefinitionRepository:
 
     async def define(self, badge: BadgeDefinition) -> bool | None:
         """Create or update; True when it was created, None when the slug belongs to another
-        territory (only the territory that defined a badge changes it)."""
+        territory (only the territory that defined a badge changes it; row-level security refuses
+        the write to any other, so it is not attempted)."""
+        owner = await self.db.fetchval(
+            "SELECT defined_in FROM public.badge_definitions WHERE slug = $1", badge.slug
+        )
+        if owner is not None and owner != badge.defined_in:
+            return None
         created = await self.db.fetchval(
             """INSERT INTO public.badge_definitions
                    (slug, name, description, valid_days, prerequisites, defined_in, defined_by)

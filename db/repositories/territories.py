@@ -90,13 +90,15 @@ class TerritoryRepository:
         )
         return [Territory.from_row(row) for row in rows]
 
-    async def set_settings(self, code: TerritoryCode, settings: dict[str, Any]) -> None:
-        await self.db.execute(
+    async def set_settings(self, code: TerritoryCode, settings: dict[str, Any]) -> bool:
+        """False when no row changed: unknown, or another territory's (row-level security)."""
+        status = await self.db.execute(
             """UPDATE global.territories SET settings = $2::jsonb, updated_at = now()
                WHERE code = $1""",
             code,
             json.dumps(settings),
         )
+        return status != "UPDATE 0"
 
     async def by_server_name(self, server_name: str) -> Territory | None:
         row = await self.db.fetchrow(

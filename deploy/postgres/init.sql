@@ -10,9 +10,10 @@
 \getenv unityplan_password UNITYPLAN_DB_PASSWORD
 \getenv synapse_dk_password SYNAPSE_DK_DB_PASSWORD
 
--- The appservice (all territories on this server): owns its database, so `unityplan db migrate` and the
--- appservice's start-up migrations can create the global, public and territory_<code> schemas.
-SELECT format('CREATE ROLE unityplan LOGIN PASSWORD %L', :'unityplan_password')
+-- The admin of the appservices' database: owns it and the shared global and public schemas, and makes
+-- each territory's own role (CREATEROLE) when `unityplan db migrate` runs with database.admin_url
+-- (the migrate-<code> services). No running appservice logs in with it.
+SELECT format('CREATE ROLE unityplan LOGIN CREATEROLE PASSWORD %L', :'unityplan_password')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'unityplan') \gexec
 SELECT 'CREATE DATABASE unityplan OWNER unityplan ENCODING ''UTF8'''
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'unityplan') \gexec

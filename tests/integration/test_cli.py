@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sys
+
+import asyncpg
+import pytest
 
 from appservice.stack.local import LocalStack
 
 
-async def _unityplan(*args: str) -> tuple[int, str, str]:
+async def _unityplan(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "appservice",
         *args,
+        env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -100,13 +105,27 @@ async def test_territory_registry_cli(stack: LocalStack) -> None:
     code = f"t{secrets.token_hex(3)}"
     server = f"{code}.example"
     args = ["--name", "Test land", "--server-name", server, "--homeserver", f"https://{server}"]
-    dsn = "postgresql://u:topsecret@db.example/unityplan"
-    done, out, err = await _unityplan(
+    dsn = stack.postgres.dsn(user=f"territory_{code}", password="topsecret-" + code)
+    # The territory's own role may not register another territory ...
+    refused, _, err = await _unityplan(
         "-c", config, "territory", "add", code, *args, "--db", dsn, "--no-cross-border"
     )
-    assert done == 0 and f"Registered {code}" in out, err
+    assert refused == 2 and "only its own territory" in err and "admin_url" in err
+    # ... the admin role may, and gives the new territory a role of its own.
+    admin = {"UNITYPLAN_DATABASE_ADMIN_URL": stack.postgres.dsn()}
+    done, out, err = await _unityplan(
+        "-c", config, "territory", "add", code, *args, "--db", dsn, "--no-cross-border", env=admin
+    )
+    assert done == 0 and f"Registered {code}" in out and f"territory_{code}" in out, err
     again, _, err = await _unityplan("-c", config, "territory", "add", code, *args, "--db", dsn)
     assert again == 2 and "registered already" in err
+    newcomer = await asyncpg.connect(dsn)
+    try:
+        assert await newcomer.fetchval("SELECT global.own_territory()") == code
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await newcomer.fetch("SELECT * FROM territory_dk.user_badges LIMIT 1")
+    finally:
+        await newcomer.close()
 
     listed, out, _ = await _unityplan("-c", config, "territory", "list")
     entries = {e["code"]: e for e in map(json.loads, out.splitlines())}
@@ -114,9 +133,10 @@ async def test_territory_registry_cli(stack: LocalStack) -> None:
     assert entries[code]["settings"] == {"data_residency": "", "allow_cross_border": False}
     assert "topsecret" not in out  # the registry never keeps a password
 
-    changed, out, err = await _unityplan(
-        "-c", config, "territory", "settings", code, "allow_cross_border=true", "data_residency=eu"
-    )
+    settings = ["territory", "settings", code, "allow_cross_border=true", "data_residency=eu"]
+    refused, _, err = await _unityplan("-c", config, *settings)
+    assert refused == 2 and "only its own territory" in err
+    changed, out, err = await _unityplan("-c", config, *settings, env=admin)
     assert changed == 0, err
     shown, out, _ = await _unityplan("-c", config, "territory", "info", code)
     assert shown == 0

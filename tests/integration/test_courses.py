@@ -8,6 +8,7 @@ import sys
 import uuid
 from typing import Any
 
+import asyncpg
 import nats
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -429,14 +430,19 @@ async def test_course_materials_are_pinned_encrypted_when_gated_and_delivered(
 
 
 async def test_badges_belong_to_their_territory_and_courses_must_examine(
-    platform: Platform, admin: MatrixUser
+    stack: LocalStack, platform: Platform, admin: MatrixUser
 ) -> None:
-    from db.repositories.badges import BadgeDefinition
-
     foreign = _slug("foreign")
-    await platform.badge_definitions.define(
-        BadgeDefinition(foreign, "Canadian", "", None, (), defined_in="ca", defined_by="@a:ca")
-    )
+    # Territory ca's definition, written as the admin (dk's own role may not write it).
+    conn = await asyncpg.connect(stack.postgres.dsn())
+    try:
+        await conn.execute(
+            """INSERT INTO public.badge_definitions (slug, name, defined_in, defined_by)
+               VALUES ($1, 'Canadian', 'ca', '@a:ca')""",
+            foreign,
+        )
+    finally:
+        await conn.close()
     room = await admin.room_with_bot()
     refused = await admin.command(room, f"!badge define {foreign} Taken over")
     assert "belongs to territory ca" in body(refused)

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from appservice.app import Platform
+from appservice.stack.local import LocalStack
 from db.database import Database
 from db.migrations import migrations_for
 from db.repositories.territories import dsn_without_password
@@ -23,21 +24,27 @@ def test_bad_territory_codes_never_reach_sql(bad: str) -> None:
         territory_schema(bad)
 
 
-async def test_migrations_are_idempotent_and_concurrent_safe(platform: Platform) -> None:
+async def test_migrations_are_idempotent_and_concurrent_safe(stack: LocalStack) -> None:
     code = territory_code("zz_test")
-    results = await asyncio.gather(
-        *(migrate_all(platform.global_db, platform.territory_db, code) for _ in range(3))
-    )
-    applied = [r[territory_schema(code)] for r in results]
-    assert sorted(applied, key=len) == [[], [], [m.version for m in migrations_for("territory")]]
-    again = await migrate_all(platform.global_db, platform.territory_db, code)
-    assert again == {"global": [], "public": [], "territory_zz_test": []}
-    tables = {
-        row["table_name"]
-        for row in await platform.global_db.fetch(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'territory_zz_test'"
-        )
-    }
+    # As the admin: the territory dk's role may not create another territory's schema.
+    admin = Database(stack.postgres.dsn(), name="admin", max_size=3)
+    await admin.start()
+    try:
+        results = await asyncio.gather(*(migrate_all(admin, admin, code) for _ in range(3)))
+        applied = [r[territory_schema(code)] for r in results]
+        versions = [m.version for m in migrations_for("territory")]
+        assert sorted(applied, key=len) == [[], [], versions]
+        again = await migrate_all(admin, admin, code)
+        assert again == {"global": [], "public": [], "territory_zz_test": []}
+        tables = {
+            row["table_name"]
+            for row in await admin.fetch(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'territory_zz_test'"
+            )
+        }
+    finally:
+        await admin.stop()
     assert {"as_transactions", "as_inbox", "user_profiles", "schema_migrations"} <= tables
 
 
@@ -54,31 +61,38 @@ async def test_territory_is_registered_without_password(platform: Platform) -> N
     assert dsn_without_password("postgresql://u:pw@h:5/db") == "postgresql://u@h:5/db"
 
 
-async def test_audit_log_is_append_only(platform: Platform) -> None:
+async def test_audit_log_is_append_only(stack: LocalStack, platform: Platform) -> None:
     entry_id = await platform.audit.record(
         "@admin:dk.localhost", "test.checked", target="x", details={"n": 1}
     )
     recent = await platform.audit.recent(5)
     assert recent[0].id == entry_id and recent[0].details == {"n": 1}
-    with pytest.raises(asyncpg.RaiseError, match="append-only"):
-        await platform.global_db.execute("DELETE FROM global.audit_log WHERE id = $1", entry_id)
-    with pytest.raises(asyncpg.RaiseError, match="append-only"):
-        await platform.global_db.execute(
-            "UPDATE global.audit_log SET action = 'x' WHERE id = $1", entry_id
-        )
+    # The territory's role may not even try; the admin who may is stopped by the trigger.
+    for statement in (
+        "DELETE FROM global.audit_log WHERE id = $1",
+        "UPDATE global.audit_log SET action = 'x' WHERE id = $1",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await platform.global_db.execute(statement, entry_id)
+        admin = await asyncpg.connect(stack.postgres.dsn())
+        try:
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await admin.execute(statement, entry_id)
+        finally:
+            await admin.close()
 
 
 async def test_nested_transactions_join_and_roll_back_together(platform: Platform) -> None:
     db: Database = platform.global_db
-    await db.execute("CREATE TABLE IF NOT EXISTS public.nest_test (v text)")
+    await db.execute("CREATE TABLE IF NOT EXISTS territory_dk.nest_test (v text)")
     with pytest.raises(RuntimeError):
         async with db.transaction():
-            await db.execute("INSERT INTO public.nest_test VALUES ('outer')")
+            await db.execute("INSERT INTO territory_dk.nest_test VALUES ('outer')")
             async with db.transaction():
-                await db.execute("INSERT INTO public.nest_test VALUES ('inner')")
+                await db.execute("INSERT INTO territory_dk.nest_test VALUES ('inner')")
             raise RuntimeError("roll back both")
-    assert await db.fetchval("SELECT count(*) FROM public.nest_test") == 0
-    await db.execute("DROP TABLE public.nest_test")
+    assert await db.fetchval("SELECT count(*) FROM territory_dk.nest_test") == 0
+    await db.execute("DROP TABLE territory_dk.nest_test")
 
 
 async def test_after_commit_waits_for_the_outermost_transaction(platform: Platform) -> None:

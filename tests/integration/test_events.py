@@ -28,10 +28,10 @@ from core.ports import BadgeCheckError
 async def effects(platform: Platform) -> Any:
     """A table the test consumers write their effects to, in the consumer's transaction."""
     await platform.territory_db.execute(
-        "CREATE TABLE IF NOT EXISTS public.test_effects (consumer text, event_id uuid, n int)"
+        "CREATE TABLE IF NOT EXISTS territory_dk.test_effects (consumer text, event_id uuid, n int)"
     )
     yield
-    await platform.territory_db.execute("DROP TABLE IF EXISTS public.test_effects")
+    await platform.territory_db.execute("DROP TABLE IF EXISTS territory_dk.test_effects")
 
 
 def _event_type(label: str) -> str:
@@ -80,7 +80,7 @@ async def _backlog_empty(platform: Platform) -> bool:
 
 async def _effect_count(platform: Platform, consumer: str) -> int:
     return await platform.territory_db.fetchval(
-        "SELECT count(*) FROM public.test_effects WHERE consumer = $1", consumer
+        "SELECT count(*) FROM territory_dk.test_effects WHERE consumer = $1", consumer
     )
 
 
@@ -110,7 +110,7 @@ def _consumer(
 def _recording_handler(platform: Platform, name: str) -> Callable[[EventEnvelope], Awaitable[None]]:
     async def record(envelope: EventEnvelope) -> None:
         await platform.territory_db.execute(
-            "INSERT INTO public.test_effects (consumer, event_id, n) VALUES ($1, $2, $3)",
+            "INSERT INTO territory_dk.test_effects (consumer, event_id, n) VALUES ($1, $2, $3)",
             name,
             envelope.id,
             envelope.data.get("n"),

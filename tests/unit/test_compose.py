@@ -257,8 +257,8 @@ def _listener(homeserver: dict[str, Any], port: int) -> dict[str, Any]:
     return next(item for item in homeserver["listeners"] if int(item["port"]) == port)
 
 
-def _init_sql() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-    """(role -> env var holding its password, database -> owner, database -> CREATE statement)."""
+def _init_text() -> str:
+    """The PostgreSQL init scripts, without comments."""
     scripts: list[Path] = []
     for mount in _mounts("postgres"):
         if mount["type"] == "bind" and str(mount["target"]).startswith(
@@ -268,11 +268,18 @@ def _init_sql() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
             scripts += sorted(source.rglob("*.sql")) if source.is_dir() else [source]
     assert scripts, "postgres mounts no init script into /docker-entrypoint-initdb.d"
     text = "\n".join(path.read_text("utf-8") for path in scripts)
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+def _init_sql() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(role -> env var holding its password, database -> owner, database -> CREATE statement)."""
+    text = _init_text()
     getenv = dict(re.findall(r"^\\getenv\s+(\w+)\s+(\w+)\s*$", text, re.MULTILINE))
     roles = {
         role: getenv[var]
-        for role, var in re.findall(r"CREATE ROLE (\w+) LOGIN PASSWORD %L', :'(\w+)'", text)
+        for role, var in re.findall(
+            r"CREATE ROLE (\w+) LOGIN (?:\w+ )*PASSWORD %L', :'(\w+)'", text
+        )
     }
     owners = dict(re.findall(r"CREATE DATABASE (\w+) OWNER (\w+)", text))
     creates = {m[1]: m[0] for m in re.finditer(r"CREATE DATABASE (\w+)[^\n]*", text)}
@@ -332,9 +339,14 @@ def test_data_services_are_only_on_internal_networks_and_publish_nothing() -> No
         assert not SERVICES[service].get("ports"), f"{service} publishes ports"
 
 
+def _one_shot(service: dict[str, Any]) -> bool:
+    return str(service.get("restart")) == "no"
+
+
 def test_healthchecks_and_dependencies() -> None:
     for name, service in SERVICES.items():
-        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        if not _one_shot(service):
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         depends = service.get("depends_on") or {}
         if isinstance(depends, list):
             depends = {dep: {"condition": "service_started"} for dep in depends}
@@ -344,11 +356,18 @@ def test_healthchecks_and_dependencies() -> None:
                 assert SERVICES[dependency].get("healthcheck"), (
                     f"{name} waits for {dependency} to be healthy, which has no healthcheck"
                 )
+            if spec.get("condition") == "service_completed_successfully":
+                assert _one_shot(SERVICES[dependency]), f"{dependency} is not a one-shot service"
     for code in TERRITORIES:
+        # The appservice starts once its role and the shared schemas are ready ...
         assert (
-            SERVICES[f"appservice-{code}"]["depends_on"]["postgres"]["condition"]
-            == "service_healthy"
+            SERVICES[f"appservice-{code}"]["depends_on"][f"migrate-{code}"]["condition"]
+            == "service_completed_successfully"
         )
+        # ... which the one-shot migration does as the admin, once PostgreSQL is up.
+        migrate = SERVICES[f"migrate-{code}"]
+        assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert migrate["command"][-2:] == ["db", "migrate"]
         assert (
             SERVICES[f"synapse-{code}"]["depends_on"]["postgres"]["condition"] == "service_healthy"
         )
@@ -445,8 +464,17 @@ def test_config_loads_with_the_environment_compose_gives_it(code: str) -> None:
     with pytest.raises(ConfigError, match=r"database\.url"):
         load_config(config_file, environ={})
     url = urlsplit(_environment(service)["UNITYPLAN_DATABASE_URL"])
-    assert url.password == _dummy("UNITYPLAN_DB_PASSWORD")
+    assert url.username == f"territory_{code}"
+    assert url.password == _dummy(f"UNITYPLAN_{code.upper()}_DB_PASSWORD")
     assert config.database.url == _environment(service)["UNITYPLAN_DATABASE_URL"]
+    # The running appservice never holds the admin's credentials; the one-shot migration does.
+    assert config.database.admin_url is None
+    assert "UNITYPLAN_DATABASE_ADMIN_URL" not in _environment(service)
+    migrate = _environment(f"migrate-{code}")
+    assert migrate["UNITYPLAN_DATABASE_URL"] == config.database.url
+    admin = urlsplit(migrate["UNITYPLAN_DATABASE_ADMIN_URL"])
+    assert admin.password == _dummy("UNITYPLAN_DB_PASSWORD")
+    assert (admin.hostname, admin.path) == (url.hostname, url.path)
 
 
 @pytest.mark.parametrize("code", TERRITORIES)
@@ -548,15 +576,20 @@ def test_postgres_init_creates_the_roles_and_databases_with_the_same_passwords(c
     roles, owners, creates = _init_sql()
     postgres_env = _environment("postgres")
 
-    url = urlsplit(_config(code).database.url)
+    # The admin of the appservices' database (the migration's admin_url) is made by init.sql and
+    # owns the database; the territory's own role is made by `db migrate` from its URL.
+    url = urlsplit(_environment(f"migrate-{code}")["UNITYPLAN_DATABASE_ADMIN_URL"])
     user, database = url.username, url.path.lstrip("/")
     assert user in roles, f"init.sql does not create role {user}"
+    assert re.search(rf"CREATE ROLE {user} LOGIN CREATEROLE", _init_text())
     assert owners.get(database) == user, (
         f"init.sql does not create database {database} owned by {user}"
     )
     assert postgres_env.get(roles[user]) == url.password, (
-        f"role {user}'s password ({roles[user]} in postgres) differs from UNITYPLAN_DATABASE_URL's"
+        f"role {user}'s password ({roles[user]} in postgres) differs from the admin URL's"
     )
+    territory_role = urlsplit(_config(code).database.url).username
+    assert territory_role not in roles and territory_role != user
 
     synapse = f"synapse-{code}"
     args = _homeserver(code)[0]["database"]["args"]

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import v001_badge_definitions
+from . import v001_badge_definitions, v002_definition_owners
 
-MODULES = (v001_badge_definitions,)
+MODULES = (v001_badge_definitions, v002_definition_owners)
