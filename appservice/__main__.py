@@ -66,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         help="where the stack keeps its data (default .unityplan/dev or $UNITYPLAN_DEV_DIR)",
     )
     dev.add_argument(
-        "--territories", default="dk", help="territory codes to run (one for now; default dk)"
+        "--territories",
+        default="dk",
+        help="comma-separated territory codes (default dk); with two or more, their homeservers "
+        "federate over TLS on loopback, e.g. --territories dk,ca",
     )
 
     registration = commands.add_parser("registration", help="the registration file for Synapse")
@@ -185,14 +188,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from .dev import DevStack
 
     setup_logging(LoggingConfig())
+    from db.territory import InvalidTerritoryCode
+
     territories = [t.strip() for t in args.territories.split(",") if t.strip()]
-    if len(territories) != 1:
-        print(
-            "unityplan dev: one territory at a time for now (e.g. --territories dk).",
-            file=sys.stderr,
-        )
+    try:
+        codes = [territory_code(t) for t in territories]
+    except InvalidTerritoryCode as exc:
+        print(f"unityplan dev: {exc}.", file=sys.stderr)
         return EXIT_CONFIG
-    dev = DevStack(args.data_dir, territories[0])
+    if not codes or len(set(codes)) != len(codes):
+        print("unityplan dev: name each territory once, e.g. --territories dk,ca.", file=sys.stderr)
+        return EXIT_CONFIG
+    dev = DevStack(args.data_dir, [str(code) for code in codes])
     return _run_until_signal(dev.start, dev.stop)
 
 

@@ -339,6 +339,8 @@ class Platform:
             audit=self.audit,
             metrics=GateMetrics(self.metrics.registry),
             namespace=namespace,
+            territory=code,
+            territories=self.territories,
             command_prefix=prefix,
             cache_seconds=config.gate.decision_cache_seconds,
             knock_limit=RateLimiter("knocks", config.limits.knocks_per_hour / 60),
@@ -516,6 +518,7 @@ class Platform:
             self.token_verifier,
             self.media,
             self.gate,
+            self.territories,
             RateLimiter("writes", config.limits.api_writes_per_minute),
         ).add_routes(app)
         add_media_routes(app, self.media, self.ipfs)

@@ -17,16 +17,25 @@ from .stack.seed import seed_demo
 log = logging.getLogger("unityplan.dev")
 
 
+def _name(code: str) -> str:
+    return f"Local territory {code.upper()}"
+
+
 class DevStack:
-    def __init__(self, data_dir: Path, territory: str) -> None:
+    def __init__(self, data_dir: Path, territories: list[str]) -> None:
         self.data_dir = data_dir.resolve()
+        first, *more = territories
+        # Federating homeservers have other server names (localhost:<port>), so a stack of several
+        # territories keeps its data apart from the one-territory stack's; stack.json stays here.
+        root = self.data_dir if not more else self.data_dir / f"territories-{'-'.join(territories)}"
         self.stack = LocalStack(
             StackOptions(
-                data_dir=self.data_dir,
-                territory=territory,
-                territory_name=f"Local territory {territory.upper()}",
+                data_dir=root,
+                territory=first,
+                territory_name=_name(first),
                 well_known_ports=True,
                 appservice_process=True,  # a supervised `unityplan run`, as in production
+                more_territories=tuple((code, _name(code)) for code in more),
             )
         )
         self.stack.restart_listeners.append(self._appservice_restarted)
@@ -69,6 +78,19 @@ class DevStack:
             f"    {u['role']:<7} {u['user_id']:<28} password: {u['password']}"
             for u in info["demo_users"]
         )
+        others = "".join(
+            f"""
+  Territory {t["code"]} ({t["name"]}), federating with the others over TLS:
+    Homeserver: {t["homeserver_url"]}   server name {t["server_name"]}
+    Bot: {t["bot_user_id"]}   API: {t["api_url"]}
+"""
+            + "\n".join(
+                f"    {u['role']:<7} {u['user_id']:<28} password: {u['password']}"
+                for u in t["demo_users"]
+            )
+            + "\n"
+            for t in info["territories"][1:]
+        )
         return f"""
 UnityPlan is running.
 
@@ -77,7 +99,7 @@ UnityPlan is running.
   Appservice API, /health, /metrics:   {info["api_url"]}
   Demo users:
 {users}
-
+{others}
 Log in with Element or any Matrix client: choose "custom homeserver", enter
 {info["homeserver_url"]}, then a demo user's name and password. Start a chat with
 {info["bot_user_id"]} and send !help. Try the demo course: !course enroll {info["demo"]["course"]}

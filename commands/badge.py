@@ -75,7 +75,13 @@ class BadgeCommands:
             if definition.valid_days
             else "does not expire"
         )
-        details = [f"<li>{validity}</li>"]
+        home = (
+            "this territory"
+            if definition.defined_in == self.badges.territory
+            else f"territory {escape(definition.defined_in)}"
+        )
+        details = [f"<li>defined by {home} ({code(definition.defined_in)})</li>"]
+        details.append(f"<li>{validity}</li>")
         if definition.prerequisites:
             details.append(
                 "<li>requires: " + ", ".join(code(p) for p in definition.prerequisites) + "</li>"
@@ -166,7 +172,7 @@ class BadgeCommands:
             status = await self.checks.check(user, badge)
         except BadgeCheckError as exc:
             raise Unavailable(f"Cannot verify {badge} for {user}: {exc}.") from exc
-        where = " (answered by their territory)"
+        where = f" (answered by their territory, {status.answered_by})"
         if status.error:
             raise Refused(f"Cannot verify {badge} for {user}: {status.error}.")
         if status.valid:

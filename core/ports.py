@@ -17,6 +17,8 @@ class BadgeStatus:
     valid: bool
     expires_at: datetime | None = None
     error: str | None = None
+    # The territory that answered (set by the asker once the signed answer verified).
+    answered_by: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         answer: dict[str, Any] = {

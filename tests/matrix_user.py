@@ -18,33 +18,42 @@ from nio import (
     UploadResponse,
 )
 
-from appservice.stack.local import LocalStack
+from appservice.stack.local import LocalStack, TerritoryNode
 
 Event = dict[str, Any]
 
 
 class MatrixUser:
-    def __init__(self, client: AsyncClient, stack: LocalStack) -> None:
+    def __init__(
+        self, client: AsyncClient, stack: LocalStack, node: TerritoryNode | None = None
+    ) -> None:
         self.client = client
         self.stack = stack
+        self.node = node or stack.first  # the territory whose homeserver the user is on
         self.user_id: str = client.user_id
         self.timeline: dict[str, list[Event]] = {}
         self.invites: set[str] = set()
         self._since: str | None = None
 
     @classmethod
-    async def create(cls, stack: LocalStack, localpart: str | None = None) -> MatrixUser:
+    async def create(
+        cls, stack: LocalStack, localpart: str | None = None, node: TerritoryNode | None = None
+    ) -> MatrixUser:
+        node = node or stack.first
         localpart = localpart or f"user_{secrets.token_hex(4)}"
         password = secrets.token_urlsafe(12)
-        user_id = await stack.synapse.register_user(localpart, password)
-        return await cls.login(stack, user_id, password)
+        user_id = await node.synapse.register_user(localpart, password)
+        return await cls.login(stack, user_id, password, node=node)
 
     @classmethod
-    async def login(cls, stack: LocalStack, user_id: str, password: str) -> MatrixUser:
-        client = AsyncClient(stack.synapse.url, user_id)
+    async def login(
+        cls, stack: LocalStack, user_id: str, password: str, node: TerritoryNode | None = None
+    ) -> MatrixUser:
+        node = node or stack.first
+        client = AsyncClient(node.synapse.url, user_id)
         response = await client.login(password)
         assert isinstance(response, LoginResponse), response
-        user = cls(client, stack)
+        user = cls(client, stack, node)
         await user.sync(timeout_ms=0)
         return user
 
@@ -53,8 +62,8 @@ class MatrixUser:
 
     @property
     def bot(self) -> str:
-        assert self.stack.config is not None
-        return self.stack.config.bot_user_id
+        assert self.node.config is not None
+        return self.node.config.bot_user_id
 
     async def sync(self, timeout_ms: int = 1000) -> None:
         response = await self.client.sync(timeout=timeout_ms, since=self._since, full_state=False)
@@ -127,13 +136,17 @@ class MatrixUser:
         assert isinstance(response, RoomSendResponse), response
         return await self.wait_for(room_id, lambda e: replies_to(e, response.event_id, self.bot))
 
-    async def dm_from_bot(self, predicate: Callable[[Event], bool], timeout: float = 30) -> Event:
-        """A notice from the bot in any room matching ``predicate`` (DMs are joined on invite)."""
+    async def dm_from_bot(
+        self, predicate: Callable[[Event], bool], timeout: float = 30, bot: str | None = None
+    ) -> Event:
+        """A notice from the bot (of the user's own territory unless ``bot`` names another) in
+        any room, matching ``predicate`` (DMs are joined on invite)."""
+        sender = bot or self.bot
         deadline = time.monotonic() + timeout
         while True:
             for events in self.timeline.values():
                 for event in events:
-                    if event.get("sender") == self.bot and predicate(event):
+                    if event.get("sender") == sender and predicate(event):
                         return event
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no matching message from the bot within {timeout} s")

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from core.effects import Effects
 from core.errors import NotFound, RateLimited, Refused
-from core.events import ConsumerSpec, EventEnvelope, event_subject
+from core.events import SUBJECT_ROOT, ConsumerSpec, EventEnvelope
 from core.html import code, escape
 from core.ids import Namespace, server_of
 from core.matrix import MatrixConnection
@@ -37,6 +37,7 @@ from db.repositories.audit import AuditLog
 from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
 from db.repositories.courses import CourseRepository
 from db.repositories.gates import Gate, GateRepository, Mode
+from db.repositories.territories import TerritoryRepository
 
 log = logging.getLogger("unityplan.gate")
 
@@ -86,6 +87,8 @@ class GateService:
         audit: AuditLog,
         metrics: GateMetrics,
         namespace: Namespace,
+        territory: str,
+        territories: TerritoryRepository,
         command_prefix: str,
         cache_seconds: float,
         knock_limit: RateLimiter | None = None,
@@ -105,6 +108,8 @@ class GateService:
         self.metrics = metrics
         self.namespace = namespace  # the appservice's own users are never gated
         self.server_name = namespace.server_name
+        self.territory = territory
+        self.territories = territories  # the registry: whose member a remote user is
         self.prefix = command_prefix
         self.cache_seconds = cache_seconds
         self._cache: LruCache[tuple[str, str], Decision] = LruCache(
@@ -150,6 +155,15 @@ class GateService:
         if not missing:
             return Decision(allowed=True, gated=True)
         return Decision(False, True, tuple(missing), await self.explain(gate, missing))
+
+    async def _speaks_for(self, territory: str, user_id: str) -> bool:
+        """Whether a badge event of ``territory`` is about one of its own members (the signature
+        says which territory sent it; the user's server name says whose member they are)."""
+        server = server_of(user_id)
+        if server == self.server_name:
+            return territory == self.territory
+        home = await self.territories.by_server_name(server)
+        return home is not None and home.code == territory
 
     async def _held(self, user_id: str, badges: tuple[str, ...]) -> set[str]:
         held = set()
@@ -343,15 +357,25 @@ class GateService:
     # --- badge events -------------------------------------------------------------------------
 
     def consumer(self, territory: str) -> ConsumerSpec:
+        # Every territory's badge events: a member of another territory is let into our gated
+        # rooms when their territory awards the badge, and removed when it revokes it.
         types = ("badge.awarded", "badge.renewed", "badge.revoked", "badge.expired")
         return ConsumerSpec(
             name=f"{territory}-gate",
-            subjects=tuple(event_subject(territory, t) for t in types),
+            subjects=tuple(f"{SUBJECT_ROOT}.*.{t}" for t in types),
             handler=self.on_badge_event,
         )
 
     async def on_badge_event(self, event: EventEnvelope) -> None:
         user_id, badge = str(event.data["user_id"]), str(event.data["badge"])
+        if not await self._speaks_for(event.territory, user_id):
+            log.info(
+                "Ignoring %s from %s about %s: not that territory's member",
+                event.type,
+                event.territory,
+                user_id,
+            )
+            return
         self.invalidate(user_id=user_id)
         for gate in await self.gates.requiring(badge):
             room = RoomID(gate.room_id)

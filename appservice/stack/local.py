@@ -29,7 +29,8 @@ from .nats import NatsServer
 from .postgres import PostgresServer
 from .process import StackError, free_port, reap_leftovers
 from .supervisor import SupervisedAppservice
-from .synapse import SynapseServer
+from .synapse import Federation, SynapseServer
+from .tls import LocalCA
 
 log = logging.getLogger("unityplan.stack")
 
@@ -62,6 +63,190 @@ class StackOptions:
     # The appservice as a supervised `unityplan run` child (as `unityplan dev` and production run
     # it) instead of in this process (as most tests do, to look inside it).
     appservice_process: bool = False
+    # More territories, (code, name) each: then every territory's homeserver federates with the
+    # others over TLS on loopback (server names localhost:<port>), each with its own appservice.
+    more_territories: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def federating(self) -> bool:
+        return bool(self.more_territories)
+
+
+class TerritoryNode:
+    """One territory of the stack: its homeserver, its appservice (in this process or a child) and
+    its config, registration, secrets and demo users."""
+
+    def __init__(self, stack: LocalStack, index: int, code: str, name: str) -> None:
+        self.stack = stack
+        self.index = index
+        self.code = code
+        self.name = name
+        # The first territory keeps the folders and port names a one-territory stack always had.
+        suffix = "" if index == 0 else f"_{code}"
+        self.root = stack.root if index == 0 else stack.root / "territories" / code
+        self.synapse_port = stack.ports[f"synapse{suffix}"]
+        self.appservice_port = stack.ports[f"appservice{suffix}"]
+        federation: Federation | None = None
+        if stack.options.federating:
+            port = stack.ports[f"synapse_federation{suffix}"]
+            federation = Federation(port, stack.ca.issue(f"synapse-{code}"), stack.ca.cert_path)
+            self.server_name = f"localhost:{port}"
+        else:
+            self.server_name = f"{code}.localhost"
+        self.database_role = default_role(territory_code(code))
+        self.nats_password = stack.secret(f"nats-{code}")
+        self.config_path = self.root / "appservice" / "config.yaml"
+        self.registration_path = self.root / "appservice" / "registration.yaml"
+        self.gate_token = stack.secret("gate-token" if index == 0 else f"gate-token-{code}")
+        extra = stack.options.extra_registrations if index == 0 else []
+        self.synapse = SynapseServer(
+            self.root / "synapse",
+            self.server_name,
+            self.synapse_port,
+            [self.registration_path, *extra],
+            modules=[
+                {
+                    "module": "unityplan_gate.BadgeGate",
+                    "config": {
+                        "url": f"http://127.0.0.1:{self.appservice_port}",
+                        "token": self.gate_token,
+                        "timeout_seconds": 3,
+                    },
+                }
+            ],
+            federation=federation,
+            name="synapse" if index == 0 else f"synapse-{code}",
+            run_dir=stack.root / "run",
+        )
+        self.platform: Platform | None = None
+        self.appservice: SupervisedAppservice | None = None
+        self.config: Config | None = None
+        self.demo_users: list[DemoUser] = []
+
+    @property
+    def database_url(self) -> str:
+        """What the territory's appservice logs in as: its own role, not the admin."""
+        secret = self.stack.secret("db-role" if self.index == 0 else f"db-role-{self.code}")
+        return self.stack.postgres.dsn(user=self.database_role, password=secret)
+
+    async def provision_database(self) -> None:
+        # As the admin: migrate the shared schemas and give the territory its own role, as an
+        # operator does with `unityplan db migrate` and database.admin_url.
+        await provision_territory(
+            self.stack.postgres.dsn(), territory_code(self.code), self.database_url
+        )
+
+    def write_config(self) -> None:
+        from registration.generate import generate
+
+        options = self.stack.options
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        admin = f"@{options.demo_users[0][0]}:{self.server_name}"
+        values: dict[str, dict[str, Any]] = {
+            "territory": {"code": self.code, "name": self.name, "data_residency": self.code},
+            "homeserver": {"address": self.synapse.url, "domain": self.server_name},
+            "appservice": {
+                "address": f"http://127.0.0.1:{self.appservice_port}",
+                "hostname": "127.0.0.1",
+                "port": self.appservice_port,
+                "registration": str(self.registration_path),
+                # Local scripts may use a demo user's access token against the API.
+                "api_accepts_access_tokens": True,
+            },
+            "database": {"url": self.database_url},
+            "nats": {"url": self.stack.nats.url, "user": self.code, "password": self.nats_password},
+            "ipfs": {"api_url": self.stack.ipfs.api_url},
+            "gate": {"module_token": self.gate_token},
+            "permissions": {
+                "admins": [admin],
+                "badge_issuers": [admin],
+                "course_admins": [admin],
+                "badge_admins": [admin],
+            },
+        }
+        for section, keys in options.config_overrides.items():
+            values.setdefault(section, {}).update(keys)
+        write_config(values, self.config_path)
+        generate(
+            load_config(self.config_path, environ={}).registration_spec(), self.registration_path
+        )
+        self.config = load_config(self.config_path, environ={})
+
+    async def start_appservice(self) -> None:
+        """The appservice first (its HTTP server is up before the homeserver sends anything), then
+        the homeserver, then wait until the appservice has pinged it."""
+        assert self.config is not None
+        if self.stack.options.appservice_process:
+            log_name = "appservice.log" if self.index == 0 else f"appservice-{self.code}.log"
+            self.appservice = SupervisedAppservice(
+                self.config_path,
+                ready_url=self.config.appservice.address + "/ready",
+                log_path=self.stack.root / "logs" / log_name,
+                on_restart=self._restarted,
+                name="appservice" if self.index == 0 else f"appservice-{self.code}",
+            )
+            self.appservice.start()
+            await self.synapse.start()
+            await self.appservice.first_ready()
+        else:
+            self.platform = Platform(self.config)
+            await self.platform.start()
+            await self.synapse.start()
+            await self.wait_platform_connected()
+
+    async def wait_platform_connected(self, timeout: float = 30) -> None:
+        assert self.platform is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.platform._homeserver_connected:
+            if loop.time() > deadline:
+                raise StackError("the appservice could not ping the homeserver")
+            await asyncio.sleep(0.05)
+
+    def _restarted(self, pid: int) -> None:
+        log.info("The appservice of %s runs again (pid %d)", self.code, pid)
+        for listener in self.stack.restart_listeners:
+            listener(pid)
+
+    async def create_demo_users(self) -> None:
+        name = "demo-users.json" if self.index == 0 else f"demo-users-{self.code}.json"
+        saved_path = self.stack.root / name
+        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+        users = []
+        for localpart, role in self.stack.options.demo_users:
+            password = saved.get(localpart) or secrets.token_urlsafe(12)
+            user_id = await self.synapse.register_user(
+                localpart, password, admin=(role == "admin"), displayname=localpart.title()
+            )
+            users.append(DemoUser(user_id, localpart, password, role))
+        write_private(saved_path, json.dumps({u.localpart: u.password for u in users}))
+        self.demo_users = users
+
+    def info(self) -> dict[str, Any]:
+        assert self.config is not None
+        return {
+            "code": self.code,
+            "name": self.name,
+            "homeserver_url": self.synapse.url,
+            "server_name": self.server_name,
+            "bot_user_id": self.config.bot_user_id,
+            "appservice_url": self.config.appservice.address,
+            "api_url": self.config.appservice.address,
+            "config_path": str(self.config_path),
+            "registration_path": str(self.registration_path),
+            "database_url": self.database_url,
+            "demo_users": [u.as_json() for u in self.demo_users],
+            **({"appservice_pid": self.appservice.pid} if self.appservice else {}),
+        }
+
+    async def stop(self) -> None:
+        if self.appservice is not None:
+            await self.appservice.stop()
+            self.appservice = None
+        if self.platform is not None:
+            await self.platform.stop()
+            self.platform = None
+        await self.synapse.stop()
 
 
 class LocalStack:
@@ -71,9 +256,11 @@ class LocalStack:
         # A stack killed with SIGKILL left its servers running: stop them (clients first), before
         # their ports are chosen, so this start gets the same ones.
         reap_leftovers(self.root / "run", ("appservice", "synapse"))
-        self.server_name = f"{options.territory}.localhost"
-        self.database_role = default_role(territory_code(options.territory))
-        self.ports = self._ports()
+        codes = [options.territory, *(code for code, _ in options.more_territories)]
+        if len(set(codes)) != len(codes):
+            raise StackError(f"territory codes must differ: {', '.join(codes)}")
+        self.ports = self._ports(codes)
+        self.ca = LocalCA(self.root / "tls")
         self.postgres = PostgresServer(
             self.root / "postgres" / "data",
             self.ports["postgres"],
@@ -85,7 +272,7 @@ class LocalStack:
             self.ports["nats"],
             self.ports["nats_monitor"],
             log_path=self.root / "logs" / "nats.log",
-            users={options.territory: self._secret(f"nats-{options.territory}")},
+            users={code: self.secret(f"nats-{code}") for code in codes},
         )
         self.ipfs = IpfsNode(
             self.root / "ipfs",
@@ -93,32 +280,66 @@ class LocalStack:
             self.ports["ipfs_gateway"],
             log_path=self.root / "logs" / "ipfs.log",
         )
-        self.config_path = self.root / "appservice" / "config.yaml"
-        self.registration_path = self.root / "appservice" / "registration.yaml"
-        self.gate_token = self._secret("gate-token")
-        self.synapse = SynapseServer(
-            self.root / "synapse",
-            self.server_name,
-            self.ports["synapse"],
-            [self.registration_path, *options.extra_registrations],
-            modules=[
-                {
-                    "module": "unityplan_gate.BadgeGate",
-                    "config": {
-                        "url": f"http://127.0.0.1:{self.ports['appservice']}",
-                        "token": self.gate_token,
-                        "timeout_seconds": 3,
-                    },
-                }
-            ],
-        )
-        self.platform: Platform | None = None
-        self.appservice: SupervisedAppservice | None = None
-        self.config: Config | None = None
-        self.demo_users: list[DemoUser] = []
+        names = [options.territory_name, *(name for _, name in options.more_territories)]
+        self.territories = [
+            TerritoryNode(self, index, code, name)
+            for index, (code, name) in enumerate(zip(codes, names, strict=True))
+        ]
         self.restart_listeners: list[Callable[[int], None]] = []
 
-    def _secret(self, name: str) -> str:
+    # The first territory, as a one-territory stack always described itself.
+    @property
+    def first(self) -> TerritoryNode:
+        return self.territories[0]
+
+    def territory(self, code: str) -> TerritoryNode:
+        return next(t for t in self.territories if t.code == code)
+
+    @property
+    def server_name(self) -> str:
+        return self.first.server_name
+
+    @property
+    def synapse(self) -> SynapseServer:
+        return self.first.synapse
+
+    @property
+    def config_path(self) -> Path:
+        return self.first.config_path
+
+    @property
+    def registration_path(self) -> Path:
+        return self.first.registration_path
+
+    @property
+    def gate_token(self) -> str:
+        return self.first.gate_token
+
+    @property
+    def database_role(self) -> str:
+        return self.first.database_role
+
+    @property
+    def database_url(self) -> str:
+        return self.first.database_url
+
+    @property
+    def config(self) -> Config | None:
+        return self.first.config
+
+    @property
+    def demo_users(self) -> list[DemoUser]:
+        return self.first.demo_users
+
+    @property
+    def platform(self) -> Platform | None:
+        return self.first.platform
+
+    @property
+    def appservice(self) -> SupervisedAppservice | None:
+        return self.first.appservice
+
+    def secret(self, name: str) -> str:
         """A random secret made once and kept in the data folder."""
         path = self.root / f"{name}.txt"
         if not path.exists():
@@ -126,9 +347,9 @@ class LocalStack:
             write_private(path, secrets.token_urlsafe(32))
         return path.read_text().strip()
 
-    def _ports(self) -> dict[str, int]:
+    def _ports(self, codes: list[str]) -> dict[str, int]:
         """Ports are remembered in the data folder so a restarted dev stack keeps its URLs."""
-        known = {
+        known: dict[str, int | None] = {
             "synapse": 8008,
             "appservice": 29333,
             "postgres": 5432,
@@ -137,14 +358,22 @@ class LocalStack:
             "ipfs_api": 5001,
             "ipfs_gateway": 9090,
         }
+        if self.options.federating:
+            known["synapse_federation"] = 8448
+        for code in codes[1:]:
+            known |= {f"synapse_{code}": None, f"appservice_{code}": None}
+            known[f"synapse_federation_{code}"] = None
         saved_path = self.root / "ports.json"
         saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
-        ports = {}
+        ports: dict[str, int] = {}
         for name, well_known in known.items():
             preferred = saved.get(name) or (well_known if self.options.well_known_ports else None)
-            ports[name] = free_port(preferred)
+            port = free_port(preferred)
+            while port in ports.values():  # free, but already given to another piece
+                port = free_port(None)
+            ports[name] = port
         self.root.mkdir(parents=True, exist_ok=True)
-        saved_path.write_text(json.dumps(ports, indent=2))
+        saved_path.write_text(json.dumps({**saved, **ports}, indent=2))
         return ports
 
     def _make_traversable(self) -> None:
@@ -160,171 +389,65 @@ class LocalStack:
         self._make_traversable()
         try:
             await asyncio.gather(self.postgres.start(), self.nats.start(), self.ipfs.start())
-            await self._provision_database()
-            self._write_appservice_config()
-            self.config = load_config(self.config_path, environ={})
-            if self.options.appservice_process:
-                self.appservice = SupervisedAppservice(
-                    self.config_path,
-                    ready_url=self.config.appservice.address + "/ready",
-                    log_path=self.root / "logs" / "appservice.log",
-                    on_restart=self._appservice_restarted,
-                )
-                self.appservice.start()
-                await self.synapse.start()
-                await self.appservice.first_ready()
-            else:
-                self.platform = Platform(self.config)
-                await self.platform.start()
-                await self.synapse.start()
-                await self._wait_platform_connected()
-            await self._create_demo_users()
+            for node in self.territories:
+                await node.provision_database()
+                node.write_config()
+            # The territories start side by side: each its appservice, then its homeserver.
+            await asyncio.gather(*(node.start_appservice() for node in self.territories))
+            for node in self.territories:
+                await node.create_demo_users()
         except BaseException:
             await self.stop()
             raise
 
-    @property
-    def database_url(self) -> str:
-        """What the territory's appservice logs in as: its own role, not the admin."""
-        return self.postgres.dsn(user=self.database_role, password=self._secret("db-role"))
-
-    async def _provision_database(self) -> None:
-        # As the admin: migrate the shared schemas and give the territory its own role, as an
-        # operator does with `unityplan db migrate` and database.admin_url.
-        await provision_territory(
-            self.postgres.dsn(), territory_code(self.options.territory), self.database_url
-        )
-
-    def _write_appservice_config(self) -> None:
-        from registration.generate import generate
-
-        self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        admin = f"@{self.options.demo_users[0][0]}:{self.server_name}"
-        port = self.ports["appservice"]
-        values: dict[str, dict[str, Any]] = {
-            "territory": {
-                "code": self.options.territory,
-                "name": self.options.territory_name,
-                "data_residency": self.options.territory,
-            },
-            "homeserver": {"address": self.synapse.url, "domain": self.server_name},
-            "appservice": {
-                "address": f"http://127.0.0.1:{port}",
-                "hostname": "127.0.0.1",
-                "port": port,
-                "registration": str(self.registration_path),
-                # Local scripts may use a demo user's access token against the API.
-                "api_accepts_access_tokens": True,
-            },
-            "database": {"url": self.database_url},
-            "nats": {
-                "url": self.nats.url,
-                "user": self.options.territory,
-                "password": self.nats.users[self.options.territory],
-            },
-            "ipfs": {"api_url": self.ipfs.api_url},
-            "gate": {"module_token": self.gate_token},
-            "permissions": {
-                "admins": [admin],
-                "badge_issuers": [admin],
-                "course_admins": [admin],
-                "badge_admins": [admin],
-            },
-        }
-        for section, keys in self.options.config_overrides.items():
-            values.setdefault(section, {}).update(keys)
-        write_config(values, self.config_path)
-        generate(
-            load_config(self.config_path, environ={}).registration_spec(), self.registration_path
-        )
-
     async def restart_platform(self) -> Platform:
-        """Stop the appservice and start a new one on the same config (as after a crash)."""
-        assert self.config is not None
-        if self.platform is not None:
-            await self.platform.stop()
-            self.platform = None
-        self.platform = Platform(self.config)
-        await self.platform.start()
-        await self._wait_platform_connected()
-        return self.platform
-
-    async def _wait_platform_connected(self, timeout: float = 30) -> None:
-        assert self.platform is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self.platform._homeserver_connected:
-            if loop.time() > deadline:
-                raise StackError("the appservice could not ping the homeserver")
-            await asyncio.sleep(0.05)
-
-    async def _create_demo_users(self) -> None:
-        saved_path = self.root / "demo-users.json"
-        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
-        users = []
-        for localpart, role in self.options.demo_users:
-            password = saved.get(localpart) or secrets.token_urlsafe(12)
-            user_id = await self.synapse.register_user(
-                localpart, password, admin=(role == "admin"), displayname=localpart.title()
-            )
-            users.append(DemoUser(user_id, localpart, password, role))
-        write_private(saved_path, json.dumps({u.localpart: u.password for u in users}))
-        self.demo_users = users
+        """Stop the first territory's appservice and start a new one on the same config (as
+        after a crash)."""
+        node = self.first
+        assert node.config is not None
+        if node.platform is not None:
+            await node.platform.stop()
+            node.platform = None
+        node.platform = Platform(node.config)
+        await node.platform.start()
+        await node.wait_platform_connected()
+        return node.platform
 
     def pids(self) -> dict[str, Any]:
-        """The keys of info() that change while the stack runs (the appservice's pid)."""
+        """The keys of info() that change while the stack runs (the appservices' pids)."""
         if self.appservice is None:
             return {}
-        pid = self.appservice.pid
-        territories = [{**t, "appservice_pid": pid} for t in self.info()["territories"]]
-        return {"appservice_pid": pid, "territories": territories}
+        territories = [node.info() for node in self.territories]
+        return {"appservice_pid": self.appservice.pid, "territories": territories}
 
     def info(self) -> dict[str, Any]:
         """What stack.json holds: how scripts and people reach every piece."""
-        assert self.config is not None
-        territory = {
-            "code": self.options.territory,
-            "name": self.options.territory_name,
-            "homeserver_url": self.synapse.url,
-            "server_name": self.server_name,
-            "bot_user_id": self.config.bot_user_id,
-            "appservice_url": self.config.appservice.address,
-            "api_url": self.config.appservice.address,
-            "config_path": str(self.config_path),
-            "database_url": self.database_url,
-            "demo_users": [u.as_json() for u in self.demo_users],
-            **({"appservice_pid": self.appservice.pid} if self.appservice else {}),
-        }
+        first = self.first.info()
         return {
-            "homeserver_url": self.synapse.url,
-            "server_name": self.server_name,
-            "bot_user_id": self.config.bot_user_id,
-            "appservice_url": self.config.appservice.address,
-            "api_url": self.config.appservice.address,
-            "config_path": str(self.config_path),
-            "registration_path": str(self.registration_path),
-            "database_url": self.database_url,
+            **{
+                key: first[key]
+                for key in (
+                    "homeserver_url",
+                    "server_name",
+                    "bot_user_id",
+                    "appservice_url",
+                    "api_url",
+                    "config_path",
+                    "registration_path",
+                    "database_url",
+                )
+            },
             # The role that owns the shared schemas (migrations, `territory add`).
             "admin_database_url": self.postgres.dsn(),
             "nats_url": self.nats.url,
             "ipfs_api_url": self.ipfs.api_url,
             "logs_dir": str(self.root / "logs"),
-            "demo_users": [u.as_json() for u in self.demo_users],
-            "territories": [territory],
+            "demo_users": first["demo_users"],
+            "territories": [node.info() for node in self.territories],
             **({"appservice_pid": self.appservice.pid} if self.appservice else {}),
+            **({"tls_ca_path": str(self.ca.cert_path)} if self.options.federating else {}),
         }
 
-    def _appservice_restarted(self, pid: int) -> None:
-        log.info("The appservice runs again (pid %d)", pid)
-        for listener in self.restart_listeners:
-            listener(pid)
-
     async def stop(self) -> None:
-        if self.appservice is not None:
-            await self.appservice.stop()
-            self.appservice = None
-        if self.platform is not None:
-            await self.platform.stop()
-            self.platform = None
-        await self.synapse.stop()
+        await asyncio.gather(*(node.stop() for node in self.territories))
         await asyncio.gather(self.ipfs.stop(), self.nats.stop(), self.postgres.stop())

@@ -57,6 +57,7 @@ class ManagedProcess:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         user: str | None = None,
+        pid_file: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -66,7 +67,7 @@ class ManagedProcess:
         self.user = user
         self.process: subprocess.Popen[bytes] | None = None
         # <data>/run/<name>.pid: lets the next start find what a SIGKILLed stack left running.
-        self.pid_file = pid_file_for(log_path, name)
+        self.pid_file = pid_file or pid_file_for(log_path, name)
 
     def start(self) -> None:
         reap_leftover(self.pid_file)
@@ -195,9 +196,14 @@ def reap_leftover(pid_file: Path, timeout: float = 10.0) -> None:
 
 
 def reap_leftovers(run_dir: Path, first: Sequence[str] = ()) -> None:
-    """Every process a killed stack left (``first`` names go first: clients before servers)."""
+    """Every process a killed stack left (names starting with one of ``first`` go first: clients
+    before servers)."""
     if not run_dir.is_dir():
         return
-    files = sorted(run_dir.glob("*.pid"), key=lambda f: (f.stem not in first, f.stem))
+    prefixes = tuple(first)
+    files = sorted(
+        run_dir.glob("*.pid"),
+        key=lambda f: (not (prefixes and f.stem.startswith(prefixes)), f.stem),
+    )
     for pid_file in files:
         reap_leftover(pid_file)

@@ -30,7 +30,9 @@ class SupervisedAppservice:
         ready_url: str,
         log_path: Path,
         on_restart: Callable[[int], None] | None = None,
+        name: str = "appservice",
     ) -> None:
+        self.name = name  # names its pid file: one per territory
         self.config_path = config_path
         self.ready_url = ready_url
         self.log_path = log_path
@@ -47,7 +49,7 @@ class SupervisedAppservice:
 
     def _spawn(self) -> ManagedProcess:
         process = ManagedProcess(
-            "appservice",
+            self.name,
             [sys.executable, "-m", "appservice", "-c", str(self.config_path), "run"],
             log_path=self.log_path,
         )

@@ -7,12 +7,14 @@ import hmac
 import json
 import secrets
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 import aiohttp
 
 from .process import ManagedProcess, StackError
+from .tls import Certificate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO_ROOT / "synapse"
@@ -25,6 +27,35 @@ def _write_signing_key(path: Path) -> None:
         write_signing_keys(out, [generate_signing_key("a_" + secrets.token_hex(2))])
 
 
+@dataclass(frozen=True)
+class Federation:
+    """A TLS federation listener on loopback: the server name is ``localhost:<port>``, its
+    certificate is signed by the stack's local CA, which every homeserver of the stack trusts."""
+
+    port: int
+    certificate: Certificate
+    ca_path: Path
+
+    def listener(self) -> str:
+        return (
+            f"  - {{port: {self.port}, bind_addresses: ['127.0.0.1'], type: http, tls: true, "
+            "x_forwarded: false, resources: [{names: [federation], compress: false}]}"
+        )
+
+    def settings(self) -> str:
+        return "\n".join(
+            [
+                "# Federation on loopback, over TLS with the local stack's own CA.",
+                f'tls_certificate_path: "{self.certificate.cert_path}"',
+                f'tls_private_key_path: "{self.certificate.key_path}"',
+                "federation_verify_certificates: true",
+                f'federation_custom_ca_list: ["{self.ca_path}"]',
+                'ip_range_whitelist: ["127.0.0.1/32", "::1/128"]',
+                "allow_public_rooms_over_federation: true",
+            ]
+        )
+
+
 class SynapseServer:
     def __init__(
         self,
@@ -33,12 +64,19 @@ class SynapseServer:
         client_port: int,
         registrations: list[Path],
         modules: list[dict[str, object]] | None = None,
+        federation: Federation | None = None,
+        name: str = "synapse",
+        run_dir: Path | None = None,
     ) -> None:
+        self.name = name
+        # Where its pid file goes (the stack's run folder, so a killed stack's leftovers are found).
+        self.run_dir = run_dir
         self.data_dir = data_dir
         self.server_name = server_name
         self.client_port = client_port
         self.registrations = registrations
         self.modules = modules or []
+        self.federation = federation
         self.process: ManagedProcess | None = None
 
     @property
@@ -73,6 +111,8 @@ class SynapseServer:
             "client_port": str(self.client_port),
             "app_service_config_files": json.dumps([str(p) for p in self.registrations]),
             "modules": json.dumps(self.modules),
+            "federation_listener": self.federation.listener() if self.federation else "",
+            "federation_settings": self.federation.settings() if self.federation else "",
             **self._secrets(),
         }
         for template, target in (
@@ -89,12 +129,13 @@ class SynapseServer:
         self.write_config()
         (self.data_dir / "homeserver.pid").unlink(missing_ok=True)
         self.process = ManagedProcess(
-            "synapse",
+            self.name,
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
             log_path=self.data_dir / "synapse-stdout.log",
             cwd=self.data_dir,
             # Our Synapse modules are importable from synapse/modules.
             env={"PYTHONPATH": str(TEMPLATES / "modules")},
+            pid_file=self.run_dir / f"{self.name}.pid" if self.run_dir else None,
         )
         self.process.start()
         await self.process.wait_ready(self._answers, timeout=90, what="answering /versions")

@@ -146,4 +146,5 @@ class BadgeCheckClient:
             valid=bool(answer.get("valid")),
             expires_at=datetime.fromisoformat(expires) if expires else None,
             error=answer.get("error"),
+            answered_by=territory.code,
         )

@@ -23,9 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import Forbidden, NotFound, Refused
 from core.http import read_body
+from core.ids import server_of
 from core.ratelimit import RateLimiter
 from db.repositories.forum import Comment, ForumRepository, Topic
 from db.repositories.media import MediaRepository
+from db.repositories.territories import TerritoryRepository
 from workflows.forum import ForumService
 from workflows.gate import GateService
 
@@ -67,8 +69,10 @@ class ForumApi:
         verifier: TokenVerifier,
         media: MediaRepository,
         gate: GateService,
+        territories: TerritoryRepository,
         write_limit: RateLimiter | None = None,
     ) -> None:
+        self.territories = territories  # an author's territory, from their server name
         self.write_limit = write_limit
         self.gate = gate  # a gated topic room's forum is as closed as the room
         self.media = media
@@ -164,6 +168,7 @@ class ForumApi:
     async def _comments_json(self, comments: list[Comment]) -> list[dict[str, Any]]:
         votes = await self.forum.vote_counts([c.id for c in comments])
         files = await self.media.uploads_of_comments([c.id for c in comments])
+        homes = await self.territories.codes_of_servers({server_of(c.author) for c in comments})
         result = []
         for c in comments:
             deleted = c.deleted_at is not None
@@ -185,6 +190,8 @@ class ForumApi:
                 {
                     "id": c.id,
                     "author": c.author,
+                    # The territory whose homeserver the author is on (None: not a territory's).
+                    "author_territory": homes.get(server_of(c.author)),
                     "event_id": c.matrix_event_id,
                     "reply_to": c.parent_id,
                     "body": None if deleted else c.body,

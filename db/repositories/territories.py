@@ -108,3 +108,13 @@ class TerritoryRepository:
             server_name,
         )
         return Territory.from_row(row) if row else None
+
+    async def codes_of_servers(self, server_names: set[str]) -> dict[str, str]:
+        """server name -> territory code, for those of ``server_names`` that are territories'."""
+        if not server_names:
+            return {}
+        rows = await self.db.fetch(
+            "SELECT server_name, code FROM global.territories WHERE server_name = ANY($1::text[])",
+            list(server_names),
+        )
+        return {row["server_name"]: row["code"] for row in rows}

@@ -1,0 +1,122 @@
+"""A dk room gated by a badge that territory ca defines and awards: ca's members are let in and
+out by what ca says about them, asked over the authenticated bus; nothing ca's member claims counts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest_asyncio
+from nio import RoomCreateResponse
+
+from appservice.stack.local import LocalStack, TerritoryNode
+from tests.matrix_user import MatrixUser, body
+
+
+@pytest_asyncio.fixture
+async def ca_admin(fed: LocalStack, ca: TerritoryNode) -> AsyncIterator[MatrixUser]:
+    demo = next(u for u in ca.demo_users if u.role == "admin")
+    admin = await MatrixUser.login(fed, demo.user_id, demo.password, node=ca)
+    yield admin
+    await admin.close()
+
+
+async def _knock(user: MatrixUser, room: str, via: str) -> int:
+    url = f"{user.node.synapse.url}/_matrix/client/v3/knock/{quote(room)}?server_name={quote(via)}"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            url,
+            json={"reason": "let me in"},
+            headers={"Authorization": f"Bearer {user.client.access_token}"},
+        ) as resp:
+            return resp.status
+
+
+async def _members(user: MatrixUser, room: str) -> set[str]:
+    response = await user.client.joined_members(room)
+    return {m.user_id for m in getattr(response, "members", [])}
+
+
+async def _eventually(check: Any, what: str, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.3)
+
+
+async def test_a_ca_badge_opens_and_closes_a_dk_gated_room(
+    fed: LocalStack,
+    dk: TerritoryNode,
+    dk_user: MatrixUser,
+    ca_user: MatrixUser,
+    ca_admin: MatrixUser,
+) -> None:
+    badge = f"ca-guide-{uuid.uuid4().hex[:6]}"
+    ca_dm = await ca_admin.room_with_bot()
+    defined = await ca_admin.command(ca_dm, f"!badge define {badge} Trail guide")
+    assert badge in body(defined), body(defined)
+
+    response = await dk_user.client.room_create(
+        name="Guides only", invite=[dk_user.bot], power_level_override={"users": {dk_user.bot: 100}}
+    )
+    assert isinstance(response, RoomCreateResponse), response
+    room = response.room_id
+    await dk_user.wait_for(
+        room,
+        lambda e: (
+            e.get("type") == "m.room.member"
+            and e.get("state_key") == dk_user.bot
+            and e["content"].get("membership") == "join"
+        ),
+    )
+    gated = await dk_user.command(room, f"!gate require {badge}")
+    assert f"This room now requires {badge}" in body(gated), body(gated)
+
+    # Without the badge: the knock (over federation) is refused, with a DM saying why.
+    assert await _knock(ca_user, room, dk.server_name) == 200
+    refusal = await ca_user.dm_from_bot(
+        lambda e: "Your knock on" in body(e) and badge in body(e), bot=dk_user.bot, timeout=40
+    )
+    assert f"requires the badge {badge}" in body(refusal)
+    assert ca_user.user_id not in await _members(dk_user, room)
+
+    # Territory ca awards it: dk hears the signed badge.awarded, asks ca, and invites the member.
+    awarded = await ca_admin.command(ca_dm, f"!badge award {ca_user.user_id} {badge}")
+    assert "Awarded" in body(awarded), body(awarded)
+
+    async def inside() -> bool:
+        await ca_user.sync(timeout_ms=0)  # accepts the invite
+        return ca_user.user_id in await _members(dk_user, room)
+
+    await _eventually(inside, "the ca member let into the dk room")
+
+    # Territory ca revokes it: dk removes the member from its room.
+    revoked = await ca_admin.command(ca_dm, f"!badge revoke {ca_user.user_id} {badge} no longer")
+    assert body(revoked).startswith(f"Revoked {badge}"), body(revoked)
+
+    async def outside() -> bool:
+        return ca_user.user_id not in await _members(dk_user, room)
+
+    await _eventually(outside, "the ca member removed from the dk room")
+
+
+async def test_badge_verify_of_a_ca_member_answers_from_ca(
+    fed: LocalStack, dk_user: MatrixUser, ca_user: MatrixUser, ca_admin: MatrixUser
+) -> None:
+    badge = f"ca-first-aid-{uuid.uuid4().hex[:6]}"
+    ca_dm = await ca_admin.room_with_bot()
+    await ca_admin.command(ca_dm, f"!badge define {badge} First aid")
+    dk_dm = await dk_user.room_with_bot()
+    before = await dk_user.command(dk_dm, f"!badge verify {ca_user.user_id} {badge}")
+    assert body(before).startswith("❌") and "answered by their territory, ca" in body(before)
+    await ca_admin.command(ca_dm, f"!badge award {ca_user.user_id} {badge}")
+    after = await dk_user.command(dk_dm, f"!badge verify {ca_user.user_id} {badge}")
+    assert body(after).startswith(f"✅ {ca_user.user_id} holds {badge}"), body(after)
+    assert "answered by their territory, ca" in body(after)
+    info = await dk_user.command(dk_dm, f"!badge info {badge}")
+    assert "defined by territory ca" in body(info), body(info)
