@@ -341,6 +341,7 @@ class Platform:
             namespace=namespace,
             territory=code,
             territories=self.territories,
+            cross_border=config.territory.allow_cross_border,
             command_prefix=prefix,
             cache_seconds=config.gate.decision_cache_seconds,
             knock_limit=RateLimiter("knocks", config.limits.knocks_per_hour / 60),
@@ -363,6 +364,7 @@ class Platform:
             alias_prefix=config.appservice.alias_prefix,
             moderators=config.permissions.admins,
             topic_limit=RateLimiter("new topics", config.limits.topics_per_hour / 60),
+            federate=config.territory.allow_cross_border,
         )
         self.media_bridge = MediaBridge(
             db=self.territory_db,
@@ -455,7 +457,11 @@ class Platform:
             publisher=self.events,
             metrics=self.event_metrics,
             responder=BadgeCheckResponder(
-                self.nats, self.territory, self.badges.status, self.bus_trust
+                self.nats,
+                self.territory,
+                self.badges.status,
+                self.bus_trust,
+                yes_no_only=not self.config.territory.allow_cross_border,
             ),
             trust=self.bus_trust,
             settings=ConsumerSettings(

@@ -69,7 +69,10 @@ class ForumService:
         alias_prefix: str,
         moderators: tuple[str, ...] = (),
         topic_limit: RateLimiter | None = None,
+        federate: bool = True,
     ) -> None:
+        # False in a territory without cross-border federation: its rooms stay on its server.
+        self.federate = federate
         self.topic_limit = topic_limit
         self.audit = audit
         self.moderators = moderators  # territory admins: moderators of every topic room
@@ -153,6 +156,7 @@ class ForumService:
             room_id = await self.matrix.bot.create_room(
                 alias_localpart=localpart,
                 preset=RoomCreatePreset.PUBLIC,
+                creation_content=None if self.federate else {"m.federate": False},
                 name=topic.title,
                 topic=f"Forum topic {topic.id}: {topic.title}",
                 power_level_override={"users": {UserID(m): LOCKED_LEVEL for m in self.moderators}},

@@ -90,6 +90,7 @@ class GateService:
         territory: str,
         territories: TerritoryRepository,
         command_prefix: str,
+        cross_border: bool = True,
         cache_seconds: float,
         knock_limit: RateLimiter | None = None,
         server_limit: RateLimiter | None = None,
@@ -110,6 +111,8 @@ class GateService:
         self.server_name = namespace.server_name
         self.territory = territory
         self.territories = territories  # the registry: whose member a remote user is
+        # False: members of other territories are kept out of every room the bot is in.
+        self.cross_border = cross_border
         self.prefix = command_prefix
         self.cache_seconds = cache_seconds
         self._cache: LruCache[tuple[str, str], Decision] = LruCache(
@@ -291,6 +294,9 @@ class GateService:
         user_id = str(event.state_key)
         if user_id == self.matrix.bot_user_id:
             return
+        if not self.cross_border and server_of(user_id) != self.server_name:
+            await self._keep_within_borders(user_id, event.room_id)
+            return
         gate = await self.gates.get(event.room_id)
         if gate is None:
             return
@@ -314,6 +320,18 @@ class GateService:
                 await self._remove(user_id, event.room_id, decision.reason, "knock_refused")
         elif not decision.allowed and not await self._is_exempt(user_id, event.room_id):
             await self._remove(user_id, event.room_id, decision.reason, "kicked")
+
+    async def _keep_within_borders(self, user_id: str, room_id: str) -> None:
+        """Data residency: this territory's rooms are for its own members only."""
+        if not await self._may_kick(room_id, user_id):
+            await self._say_powerless(room_id, user_id)
+            return
+        reason = (
+            f"Territory {self.territory} keeps its rooms within its borders (no cross-border "
+            "federation): only its own members may join."
+        )
+        await self.effects.membership("kick", room_id, user_id, reason)
+        self.metrics.actions.labels("kept_within_borders").inc()
 
     async def _remove(self, user_id: str, room_id: str, reason: str, action: str) -> None:
         # A refused knock is withdrawn by a kick too, with the reason.

@@ -66,6 +66,8 @@ class StackOptions:
     # More territories, (code, name) each: then every territory's homeserver federates with the
     # others over TLS on loopback (server names localhost:<port>), each with its own appservice.
     more_territories: tuple[tuple[str, str], ...] = ()
+    # Config values for one territory only (code -> section -> key -> value), over the above.
+    territory_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def federating(self) -> bool:
@@ -164,8 +166,9 @@ class TerritoryNode:
                 "badge_admins": [admin],
             },
         }
-        for section, keys in options.config_overrides.items():
-            values.setdefault(section, {}).update(keys)
+        for overrides in (options.config_overrides, options.territory_overrides.get(self.code, {})):
+            for section, keys in overrides.items():
+                values.setdefault(section, {}).update(keys)
         write_config(values, self.config_path)
         generate(
             load_config(self.config_path, environ={}).registration_spec(), self.registration_path

@@ -41,8 +41,17 @@ BadgeStatusLookup = Callable[[str, str], Awaitable[BadgeStatus]]
 
 class BadgeCheckResponder:
     def __init__(
-        self, nats: NatsClient, territory: str, lookup: BadgeStatusLookup, trust: BusTrust
+        self,
+        nats: NatsClient,
+        territory: str,
+        lookup: BadgeStatusLookup,
+        trust: BusTrust,
+        *,
+        yes_no_only: bool = False,
     ) -> None:
+        # A territory without cross-border sharing says whether, and nothing else (no expiry, no
+        # reason): other territories learn no more about its members than a yes or a no.
+        self.yes_no_only = yes_no_only
         self.nats = nats
         self.territory = territory
         self.lookup = lookup
@@ -80,7 +89,8 @@ class BadgeCheckResponder:
             except Exception:
                 log.exception("Badge check for %s / %s failed", user_id, badge)
                 status = BadgeStatus(valid=False, error="internal error")
-        answer = json.dumps(status.as_json()).encode()
+        shown = {"valid": status.valid} if self.yes_no_only else status.as_json()
+        answer = json.dumps(shown).encode()
         # Signed, and bound to the question: the asker believes only this territory's key.
         headers = self.trust.reply_headers(message.subject, message.data, answer)
         await self.nats.client.publish(message.reply, answer, headers=headers)

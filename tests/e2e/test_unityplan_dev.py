@@ -219,3 +219,87 @@ async def test_a_killed_unityplan_dev_leaves_nothing_in_the_way() -> None:
             if str(data_dir) in " ".join(leftover.info["cmdline"] or ()):
                 leftover.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_unityplan_dev_with_two_territories_federates_and_stops_cleanly() -> None:
+    """`unityplan dev --territories dk,ca`: both territories in stack.json, a ca member joins the
+    dk demo topic over federation and the ca bot answers its own members; SIGTERM stops it all."""
+    data_dir = Path(tempfile.mkdtemp(prefix="unityplan-dev-two-"))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appservice",
+        "dev",
+        "--data-dir",
+        str(data_dir),
+        "--territories",
+        "dk,ca",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    stack_json = data_dir / "stack.json"
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not stack_json.exists():
+            assert process.returncode is None, "unityplan dev exited early"
+            assert time.monotonic() < deadline, "stack.json did not appear"
+            await asyncio.sleep(0.2)
+        info = json.loads(stack_json.read_text())
+        assert [t["code"] for t in info["territories"]] == ["dk", "ca"]
+        dk, ca = info["territories"]
+        for territory in (dk, ca):
+            for key in (
+                "code",
+                "name",
+                "homeserver_url",
+                "server_name",
+                "bot_user_id",
+                "appservice_url",
+                "api_url",
+                "config_path",
+                "database_url",
+                "appservice_pid",
+                "demo_users",
+            ):
+                assert territory.get(key), (territory["code"], key)
+            assert {u["role"] for u in territory["demo_users"]} == {"admin", "member"}
+        # The top-level keys describe the first territory.
+        assert info["homeserver_url"] == dk["homeserver_url"] and info["api_url"] == dk["api_url"]
+        assert dk["server_name"] != ca["server_name"]
+        assert dk["appservice_pid"] != ca["appservice_pid"]
+        children = _descendants(process.pid)
+        synapses = [p for p in children if "synapse.app.homeserver" in " ".join(p.cmdline())]
+        assert len(synapses) == 2
+
+        member = next(u for u in ca["demo_users"] if u["role"] == "member")
+        client = AsyncClient(ca["homeserver_url"], member["user_id"])
+        try:
+            assert isinstance(await client.login(member["password"]), LoginResponse)
+            joined = await client.join(info["demo"]["forum_topic_alias"])  # a dk room
+            assert not isinstance(joined, JoinError), joined
+            created = await client.room_create(invite=[ca["bot_user_id"]], is_direct=True)
+            assert isinstance(created, RoomCreateResponse)
+            assert "!territory info" in await _help_reply(
+                client, created.room_id, ca["bot_user_id"]
+            )
+        finally:
+            await client.close()
+
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 60)
+        assert process.returncode == 0
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == [], [p.cmdline() for p in alive]
+        assert not stack_json.exists()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        for child in children:
+            if child.is_running():
+                child.kill()
+        for leftover in psutil.process_iter(["cmdline"]):
+            if str(data_dir) in " ".join(leftover.info["cmdline"] or ()):
+                leftover.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -25,6 +25,8 @@ async def fed() -> AsyncIterator[LocalStack]:
             appservice_process=True,
             more_territories=(("ca", "Canada"),),
             config_overrides={"appservice": {"retry_base_seconds": 0.1}},
+            # ca keeps its data at home: its rooms do not federate, its answers are yes or no.
+            territory_overrides={"ca": {"territory": {"allow_cross_border": False}}},
         )
     )
     try:

@@ -1,0 +1,114 @@
+"""Territory ca has allow_cross_border off: its rooms stay on its homeserver, members of other
+territories are kept out, and other territories learn only yes or no about its members' badges."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import aiohttp
+import nats
+from nats.aio.msg import Msg
+from nio import JoinError, RoomCreateResponse
+
+from appservice.stack.local import LocalStack, TerritoryNode
+from tests.matrix_user import MatrixUser
+
+
+async def _api(node: TerritoryNode, method: str, path: str, token: str, json: Any) -> Any:
+    assert node.config is not None
+    async with aiohttp.ClientSession() as session:
+        async with session.request(
+            method,
+            node.config.public_url + path,
+            json=json,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            return await resp.json()
+
+
+async def test_a_ca_topic_room_does_not_federate(
+    fed: LocalStack, ca: TerritoryNode, ca_user: MatrixUser, dk_user: MatrixUser
+) -> None:
+    topic = await _api(
+        ca,
+        "POST",
+        "/api/forums/topics",
+        ca_user.client.access_token,
+        {"title": f"At home {uuid.uuid4().hex[:4]}", "body": "Only for us"},
+    )
+    joined = await ca_user.client.join(topic["alias"])
+    assert not isinstance(joined, JoinError), joined
+    create = await ca_user.client.room_get_state_event(topic["room_id"], "m.room.create")
+    assert create.content.get("m.federate") is False  # type: ignore[union-attr]
+    refused = await dk_user.client.join(topic["alias"])
+    assert isinstance(refused, JoinError), refused
+
+
+async def test_a_dk_member_who_slips_into_a_ca_room_is_removed(
+    fed: LocalStack, ca: TerritoryNode, ca_user: MatrixUser, dk_user: MatrixUser
+) -> None:
+    """A room a ca member made themselves (it federates) with the ca bot in it: the bot keeps
+    members of other territories out, saying why."""
+    response = await ca_user.client.room_create(
+        name="Kitchen table",
+        invite=[ca_user.bot, dk_user.user_id],
+        power_level_override={"users": {ca_user.bot: 100}},
+    )
+    assert isinstance(response, RoomCreateResponse), response
+    room = response.room_id
+    await ca_user.wait_for(
+        room,
+        lambda e: (
+            e.get("type") == "m.room.member"
+            and e.get("state_key") == ca_user.bot
+            and e["content"].get("membership") == "join"
+        ),
+    )
+    joined = await dk_user.client.join(room)
+    assert not isinstance(joined, JoinError), joined
+    kick = await ca_user.wait_for(
+        room,
+        lambda e: (
+            e.get("type") == "m.room.member"
+            and e.get("state_key") == dk_user.user_id
+            and e["content"].get("membership") == "leave"
+        ),
+        timeout=40,
+    )
+    assert kick["sender"] == ca_user.bot
+    assert "keeps its rooms within its borders" in kick["content"]["reason"]
+
+
+async def test_ca_answers_badge_checks_with_yes_or_no_only(
+    fed: LocalStack, ca: TerritoryNode, ca_user: MatrixUser
+) -> None:
+    demo = next(u for u in ca.demo_users if u.role == "admin")
+    admin = await MatrixUser.login(fed, demo.user_id, demo.password, node=ca)
+    try:
+        badge = f"ca-quiet-{uuid.uuid4().hex[:6]}"
+        dm = await admin.room_with_bot()
+        await admin.command(dm, f"!badge define {badge} Quiet --valid-days 30")
+        await admin.command(dm, f"!badge award {ca_user.user_id} {badge}")
+    finally:
+        await admin.close()
+    client = await nats.connect(fed.nats.url)  # anyone may ask
+    answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_answer(message: Msg) -> None:
+        answer = json.loads(message.data)
+        if "stream" not in answer:  # JetStream's ack of the question (it keeps unityplan.>)
+            await answers.put(answer)
+
+    try:
+        inbox = client.new_inbox()
+        await client.subscribe(inbox, cb=on_answer)
+        question = json.dumps({"user_id": ca_user.user_id, "badge": badge}).encode()
+        await client.publish("unityplan.ca.badge.check", question, reply=inbox)
+        answer = await asyncio.wait_for(answers.get(), 5)
+    finally:
+        await client.close()
+    assert answer == {"valid": True}  # no expiry, nothing else
