@@ -185,11 +185,11 @@ def cmd_run(config: Config) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    from db.territory import InvalidTerritoryCode
+
     from .dev import DevStack
 
     setup_logging(LoggingConfig())
-    from db.territory import InvalidTerritoryCode
-
     territories = [t.strip() for t in args.territories.split(",") if t.strip()]
     try:
         codes = [territory_code(t) for t in territories]
@@ -326,19 +326,12 @@ def _setting(raw: str) -> tuple[str, Any]:
     return key, value
 
 
-def _same_server(a: str, b: str) -> bool:
-    from urllib.parse import urlsplit
-
-    pa, pb = urlsplit(a), urlsplit(b)
-    return (pa.hostname, pa.port or 5432, pa.path) == (pb.hostname, pb.port or 5432, pb.path)
-
-
 def cmd_territory(config: Config, args: argparse.Namespace) -> int:
     import asyncpg
 
     from db.database import Database
     from db.repositories.territories import Territory, TerritoryRepository
-    from db.setup import provision_territory
+    from db.setup import on_same_server, provision_territory
 
     from .app import opened_databases, outbox_emitter
 
@@ -401,7 +394,7 @@ def cmd_territory(config: Config, args: argparse.Namespace) -> int:
                 role = ""
                 if admin_url:
                     await provision_territory(
-                        admin_url, code, args.db, same_server=_same_server(admin_url, args.db)
+                        admin_url, code, args.db, same_server=on_same_server(admin_url, args.db)
                     )
                     role = f" with its database role {urlsplit(args.db).username}"
                 print(

@@ -55,7 +55,7 @@ from db.repositories.media import MediaRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
 from db.repositories.transactions import TransactionRepository
-from db.setup import migrate_all, provision_territory
+from db.setup import migrate_all, on_same_server, provision_territory
 from db.territory import TerritoryCode, territory_code
 from registration.generate import load_registration
 from workflows.badge_credentials import BadgeCredentials
@@ -122,9 +122,9 @@ async def provisioned(config: Config) -> dict[str, list[int]]:
     db = config.database
     assert db.admin_url is not None
     code = territory_code(config.territory.code)
-    separate = bool(db.territory_url) and db.territory_url != db.url
     # On a server of its own (territory_url), the territory's role there owns its database.
-    applied = await provision_territory(db.admin_url, code, db.url, same_server=not separate)
+    same_server = on_same_server(db.admin_url, db.territory_url or db.url)
+    applied = await provision_territory(db.admin_url, code, db.url, same_server=same_server)
     log.info("As the admin role: %s", {k: v for k, v in applied.items() if v} or "up to date")
     return applied
 

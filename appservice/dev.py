@@ -74,21 +74,19 @@ class DevStack:
             self._write_stack_json()  # appservice_pid stays current
 
     def _banner(self, info: dict) -> str:
-        users = "\n".join(
-            f"    {u['role']:<7} {u['user_id']:<28} password: {u['password']}"
-            for u in info["demo_users"]
-        )
+        def listed(users: list[dict]) -> str:
+            return "\n".join(
+                f"    {u['role']:<7} {u['user_id']:<28} password: {u['password']}" for u in users
+            )
+
+        users = listed(info["demo_users"])
         others = "".join(
             f"""
   Territory {t["code"]} ({t["name"]}), federating with the others over TLS:
     Homeserver: {t["homeserver_url"]}   server name {t["server_name"]}
     Bot: {t["bot_user_id"]}   API: {t["api_url"]}
+{listed(t["demo_users"])}
 """
-            + "\n".join(
-                f"    {u['role']:<7} {u['user_id']:<28} password: {u['password']}"
-                for u in t["demo_users"]
-            )
-            + "\n"
             for t in info["territories"][1:]
         )
         return f"""

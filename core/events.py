@@ -60,6 +60,11 @@ def event_subject(territory: str, event_type: str) -> str:
     return f"{SUBJECT_ROOT}.{territory_code(territory)}.{event_type}"
 
 
+def every_territory_subject(event_type: str) -> str:
+    """``unityplan.*.<aggregate>.<event>``: one event type, from whichever territory."""
+    return f"{SUBJECT_ROOT}.*.{event_type}"
+
+
 def request_subject(territory: str, name: str) -> str:
     """Subjects of request/reply services, e.g. ``unityplan.dk.badge.check``."""
     return f"{SUBJECT_ROOT}.{territory_code(territory)}.{name}"

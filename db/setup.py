@@ -43,6 +43,12 @@ async def migrate_all(
     return applied
 
 
+def on_same_server(a: str, b: str) -> bool:
+    """Whether two DSNs name the same database on the same server (whatever their roles)."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.hostname, pa.port or 5432, pa.path) == (pb.hostname, pb.port or 5432, pb.path)
+
+
 _SHARED: tuple[tuple[Literal["global", "public"], str], ...] = (
     ("global", "global"),
     ("public", "public"),

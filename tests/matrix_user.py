@@ -93,7 +93,7 @@ class MatrixUser:
         """A new room with the bot invited; returns once the bot has joined."""
         response = await self.client.room_create(invite=[self.bot], is_direct=direct)
         assert isinstance(response, RoomCreateResponse), response
-        await self.wait_for(response.room_id, lambda e: _is_join(e, self.bot))
+        await self.bot_joined(response.room_id)
         return response.room_id
 
     async def send(self, room_id: str, body: str, msgtype: str = "m.text") -> str:
@@ -152,6 +152,10 @@ class MatrixUser:
                 raise TimeoutError(f"no matching message from the bot within {timeout} s")
             await self.sync()
 
+    async def bot_joined(self, room_id: str) -> Event:
+        """The bot's join to a room the user invited it to."""
+        return await self.wait_for(room_id, lambda e: _is_join(e, self.bot))
+
     async def command(self, room_id: str, body: str, timeout: float = 20) -> Event:
         """Send a command and return the bot's notice that replies to it."""
         event_id = await self.send(room_id, body)
@@ -161,12 +165,17 @@ class MatrixUser:
         return [e for e in self.timeline.get(room_id, []) if replies_to(e, event_id, self.bot)]
 
 
-def _is_join(event: Event, user_id: str) -> bool:
+def is_membership(event: Event, user_id: str, membership: str) -> bool:
+    """Whether ``event`` is ``user_id``'s member event with this membership (join, leave...)."""
     return (
         event.get("type") == "m.room.member"
         and event.get("state_key") == user_id
-        and event.get("content", {}).get("membership") == "join"
+        and event.get("content", {}).get("membership") == membership
     )
+
+
+def _is_join(event: Event, user_id: str) -> bool:
+    return is_membership(event, user_id, "join")
 
 
 def replies_to(event: Event, event_id: str, sender: str) -> bool:

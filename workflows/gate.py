@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from core.effects import Effects
 from core.errors import NotFound, RateLimited, Refused
-from core.events import SUBJECT_ROOT, ConsumerSpec, EventEnvelope
+from core.events import ConsumerSpec, EventEnvelope, every_territory_subject
 from core.html import code, escape
 from core.ids import Namespace, server_of
 from core.matrix import MatrixConnection
@@ -380,7 +380,7 @@ class GateService:
         types = ("badge.awarded", "badge.renewed", "badge.revoked", "badge.expired")
         return ConsumerSpec(
             name=f"{territory}-gate",
-            subjects=tuple(f"{SUBJECT_ROOT}.*.{t}" for t in types),
+            subjects=tuple(every_territory_subject(t) for t in types),
             handler=self.on_badge_event,
         )
 

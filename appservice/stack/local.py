@@ -270,12 +270,17 @@ class LocalStack:
             log_path=self.root / "logs" / "postgres.log",
             fast=options.fast,
         )
+        names = [options.territory_name, *(name for _, name in options.more_territories)]
+        self.territories = [
+            TerritoryNode(self, index, code, name)
+            for index, (code, name) in enumerate(zip(codes, names, strict=True))
+        ]
         self.nats = NatsServer(
             self.root / "nats",
             self.ports["nats"],
             self.ports["nats_monitor"],
             log_path=self.root / "logs" / "nats.log",
-            users={code: self.secret(f"nats-{code}") for code in codes},
+            users={node.code: node.nats_password for node in self.territories},
         )
         self.ipfs = IpfsNode(
             self.root / "ipfs",
@@ -283,11 +288,6 @@ class LocalStack:
             self.ports["ipfs_gateway"],
             log_path=self.root / "logs" / "ipfs.log",
         )
-        names = [options.territory_name, *(name for _, name in options.more_territories)]
-        self.territories = [
-            TerritoryNode(self, index, code, name)
-            for index, (code, name) in enumerate(zip(codes, names, strict=True))
-        ]
         self.restart_listeners: list[Callable[[int], None]] = []
 
     # The first territory, as a one-territory stack always described itself.
@@ -371,10 +371,7 @@ class LocalStack:
         ports: dict[str, int] = {}
         for name, well_known in known.items():
             preferred = saved.get(name) or (well_known if self.options.well_known_ports else None)
-            port = free_port(preferred)
-            while port in ports.values():  # free, but already given to another piece
-                port = free_port(None)
-            ports[name] = port
+            ports[name] = free_port(preferred)  # never one handed out already
         self.root.mkdir(parents=True, exist_ok=True)
         saved_path.write_text(json.dumps({**saved, **ports}, indent=2))
         return ports

@@ -201,9 +201,6 @@ def reap_leftovers(run_dir: Path, first: Sequence[str] = ()) -> None:
     if not run_dir.is_dir():
         return
     prefixes = tuple(first)
-    files = sorted(
-        run_dir.glob("*.pid"),
-        key=lambda f: (not (prefixes and f.stem.startswith(prefixes)), f.stem),
-    )
+    files = sorted(run_dir.glob("*.pid"), key=lambda f: (not f.stem.startswith(prefixes), f.stem))
     for pid_file in files:
         reap_leftover(pid_file)

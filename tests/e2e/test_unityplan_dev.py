@@ -27,27 +27,68 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-async def test_unityplan_dev_runs_answers_and_stops() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="unityplan-dev-e2e-"))
-    process = await asyncio.create_subprocess_exec(
+async def _start_dev(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """`unityplan dev --data-dir DATA_DIR ARGS`, once its stack.json has appeared. Its output
+    goes nowhere: a pipe nobody reads would stop it once full."""
+    stack_json = data_dir / "stack.json"
+    stack_json.unlink(missing_ok=True)
+    dev = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "appservice",
         "dev",
         "--data-dir",
         str(data_dir),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "UNITYPLAN_DEV_DIR": "/nonexistent"},  # --data-dir wins
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not stack_json.exists():
+        assert dev.returncode is None, "unityplan dev exited early"
+        assert time.monotonic() < deadline, "stack.json did not appear"
+        await asyncio.sleep(0.2)
+    return dev
+
+
+async def _stop_dev(dev: asyncio.subprocess.Process, children: list[psutil.Process]) -> None:
+    """SIGTERM, as Ctrl-C: it exits 0 and no process of the stack is left."""
+    dev.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(dev.wait(), 60)
+    assert dev.returncode == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]
+
+
+async def _clean_up(
+    devs: list[asyncio.subprocess.Process], children: list[psutil.Process], data_dir: Path
+) -> None:
+    """Whatever a failed test left: the dev processes, their children, anything in data_dir."""
+    for dev in devs:
+        if dev.returncode is None:
+            dev.kill()
+            await dev.wait()
+    for child in children:
+        if child.is_running():
+            child.kill()
+    for leftover in psutil.process_iter(["cmdline"]):  # started before `children` was read
+        if str(data_dir) in " ".join(leftover.info["cmdline"] or ()):
+            leftover.kill()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_unityplan_dev_runs_answers_and_stops() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="unityplan-dev-e2e-"))
     stack_json = data_dir / "stack.json"
+    devs: list[asyncio.subprocess.Process] = []
     children: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not stack_json.exists():
-            assert process.returncode is None, "unityplan dev exited early"
-            assert time.monotonic() < deadline, "stack.json did not appear"
-            await asyncio.sleep(0.2)
+        # --data-dir wins over the environment's folder.
+        process = await _start_dev(data_dir, env={"UNITYPLAN_DEV_DIR": "/nonexistent"})
+        devs.append(process)
         info = json.loads(stack_json.read_text())
         for key in (
             "homeserver_url",
@@ -101,27 +142,14 @@ async def test_unityplan_dev_runs_answers_and_stops() -> None:
         finally:
             await client.close()
 
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 60)
-        assert process.returncode == 0
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert alive == [], [p.cmdline() for p in alive]
+        await _stop_dev(process, children)
         assert not stack_json.exists()
         assert (data_dir / "logs" / "postgres.log").exists()
         assert (data_dir / "logs" / "nats.log").exists()
         assert (data_dir / "logs" / "ipfs.log").exists()
         assert (data_dir / "synapse" / "homeserver.log").exists()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        for child in children:
-            if child.is_running():
-                child.kill()
-        for leftover in psutil.process_iter(["cmdline"]):  # started before `children` was read
-            if str(data_dir) in " ".join(leftover.info["cmdline"] or ()):
-                leftover.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await _clean_up(devs, children, data_dir)
 
 
 async def _new_pid(stack_json: Path, old: int, timeout: float = 60) -> int:
@@ -165,34 +193,16 @@ async def test_a_killed_unityplan_dev_leaves_nothing_in_the_way() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="unityplan-dev-kill-"))
     stack_json = data_dir / "stack.json"
     processes: list[asyncio.subprocess.Process] = []
-
-    async def start_dev() -> asyncio.subprocess.Process:
-        stack_json.unlink(missing_ok=True)
-        dev = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "appservice",
-            "dev",
-            "--data-dir",
-            str(data_dir),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        processes.append(dev)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not stack_json.exists():
-            assert dev.returncode is None, "unityplan dev exited early"
-            assert time.monotonic() < deadline, "stack.json did not appear"
-            await asyncio.sleep(0.2)
-        return dev
-
+    children: list[psutil.Process] = []
     try:
-        first = await start_dev()
+        first = await _start_dev(data_dir)
+        processes.append(first)
         orphans = _descendants(first.pid)
         first.kill()
         await first.wait()
         assert any(p.is_running() for p in orphans)  # what SIGKILL leaves behind
-        second = await start_dev()
+        second = await _start_dev(data_dir)
+        processes.append(second)
         _, alive = psutil.wait_procs(orphans, timeout=10)
         assert alive == [], [p.cmdline() for p in alive]
         info = json.loads(stack_json.read_text())
@@ -206,45 +216,21 @@ async def test_a_killed_unityplan_dev_leaves_nothing_in_the_way() -> None:
         finally:
             await client.close()
         children = _descendants(second.pid)
-        second.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(second.wait(), 60)
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert alive == [], [p.cmdline() for p in alive]
+        await _stop_dev(second, children)
     finally:
-        for dev in processes:
-            if dev.returncode is None:
-                dev.kill()
-                await dev.wait()
-        for leftover in psutil.process_iter(["cmdline"]):
-            if str(data_dir) in " ".join(leftover.info["cmdline"] or ()):
-                leftover.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await _clean_up(processes, children, data_dir)
 
 
 async def test_unityplan_dev_with_two_territories_federates_and_stops_cleanly() -> None:
     """`unityplan dev --territories dk,ca`: both territories in stack.json, a ca member joins the
     dk demo topic over federation and the ca bot answers its own members; SIGTERM stops it all."""
     data_dir = Path(tempfile.mkdtemp(prefix="unityplan-dev-two-"))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appservice",
-        "dev",
-        "--data-dir",
-        str(data_dir),
-        "--territories",
-        "dk,ca",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
     stack_json = data_dir / "stack.json"
+    devs: list[asyncio.subprocess.Process] = []
     children: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not stack_json.exists():
-            assert process.returncode is None, "unityplan dev exited early"
-            assert time.monotonic() < deadline, "stack.json did not appear"
-            await asyncio.sleep(0.2)
+        process = await _start_dev(data_dir, "--territories", "dk,ca")
+        devs.append(process)
         info = json.loads(stack_json.read_text())
         assert [t["code"] for t in info["territories"]] == ["dk", "ca"]
         dk, ca = info["territories"]
@@ -286,20 +272,7 @@ async def test_unityplan_dev_with_two_territories_federates_and_stops_cleanly() 
         finally:
             await client.close()
 
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 60)
-        assert process.returncode == 0
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert alive == [], [p.cmdline() for p in alive]
+        await _stop_dev(process, children)
         assert not stack_json.exists()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        for child in children:
-            if child.is_running():
-                child.kill()
-        for leftover in psutil.process_iter(["cmdline"]):
-            if str(data_dir) in " ".join(leftover.info["cmdline"] or ()):
-                leftover.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await _clean_up(devs, children, data_dir)

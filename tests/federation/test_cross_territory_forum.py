@@ -3,36 +3,13 @@ message, edit and redaction becomes dk's forum, authored by the ca member, with 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import aiohttp
 
 from appservice.stack.local import LocalStack, TerritoryNode
+from tests.federation.helpers import api, eventually
 from tests.matrix_user import MatrixUser, body
-
-
-async def _api(
-    node: TerritoryNode, method: str, path: str, token: str | None = None, json: Any = None
-) -> tuple[int, Any]:
-    assert node.config is not None
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as session:
-        async with session.request(
-            method, node.config.public_url + path, json=json, headers=headers
-        ) as resp:
-            return resp.status, await resp.json()
-
-
-async def _eventually(check: Any, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.2)
 
 
 async def test_the_homeservers_federate_over_tls(fed: LocalStack) -> None:
@@ -49,7 +26,7 @@ async def test_the_homeservers_federate_over_tls(fed: LocalStack) -> None:
 async def test_a_ca_member_talks_in_a_dk_topic_room(
     fed: LocalStack, dk: TerritoryNode, dk_user: MatrixUser, ca_user: MatrixUser
 ) -> None:
-    status, topic = await _api(
+    status, topic = await api(
         dk,
         "POST",
         "/api/forums/topics",
@@ -95,7 +72,7 @@ async def test_a_ca_member_talks_in_a_dk_topic_room(
     )
 
     async def settled() -> dict[str, dict[str, Any]] | None:
-        status, page = await _api(dk, "GET", f"/api/forums/topics/{topic['id']}/comments")
+        status, page = await api(dk, "GET", f"/api/forums/topics/{topic['id']}/comments")
         assert status == 200
         by_event = {c["event_id"]: c for c in page["comments"] if c["event_id"]}
         ready = (
@@ -108,7 +85,7 @@ async def test_a_ca_member_talks_in_a_dk_topic_room(
         )
         return by_event if ready else None
 
-    by_event = await _eventually(settled, "the federated conversation in dk's forum")
+    by_event = await eventually(settled, "the federated conversation in dk's forum")
     assert by_event[hello]["author"] == ca_user.user_id
     assert by_event[hello]["author_territory"] == "ca"
     assert by_event[hello]["body"] == "Hello from Québec"

@@ -3,11 +3,8 @@ out by what ca says about them, asked over the authenticated bus; nothing ca's m
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -15,6 +12,7 @@ import pytest_asyncio
 from nio import RoomCreateResponse
 
 from appservice.stack.local import LocalStack, TerritoryNode
+from tests.federation.helpers import eventually
 from tests.matrix_user import MatrixUser, body
 
 
@@ -42,13 +40,6 @@ async def _members(user: MatrixUser, room: str) -> set[str]:
     return {m.user_id for m in getattr(response, "members", [])}
 
 
-async def _eventually(check: Any, what: str, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.3)
-
-
 async def test_a_ca_badge_opens_and_closes_a_dk_gated_room(
     fed: LocalStack,
     dk: TerritoryNode,
@@ -66,14 +57,7 @@ async def test_a_ca_badge_opens_and_closes_a_dk_gated_room(
     )
     assert isinstance(response, RoomCreateResponse), response
     room = response.room_id
-    await dk_user.wait_for(
-        room,
-        lambda e: (
-            e.get("type") == "m.room.member"
-            and e.get("state_key") == dk_user.bot
-            and e["content"].get("membership") == "join"
-        ),
-    )
+    await dk_user.bot_joined(room)
     gated = await dk_user.command(room, f"!gate require {badge}")
     assert f"This room now requires {badge}" in body(gated), body(gated)
 
@@ -93,7 +77,7 @@ async def test_a_ca_badge_opens_and_closes_a_dk_gated_room(
         await ca_user.sync(timeout_ms=0)  # accepts the invite
         return ca_user.user_id in await _members(dk_user, room)
 
-    await _eventually(inside, "the ca member let into the dk room")
+    await eventually(inside, "the ca member let into the dk room")
 
     # Territory ca revokes it: dk removes the member from its room.
     revoked = await ca_admin.command(ca_dm, f"!badge revoke {ca_user.user_id} {badge} no longer")
@@ -102,7 +86,7 @@ async def test_a_ca_badge_opens_and_closes_a_dk_gated_room(
     async def outside() -> bool:
         return ca_user.user_id not in await _members(dk_user, room)
 
-    await _eventually(outside, "the ca member removed from the dk room")
+    await eventually(outside, "the ca member removed from the dk room")
 
 
 async def test_badge_verify_of_a_ca_member_answers_from_ca(

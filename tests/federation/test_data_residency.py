@@ -8,38 +8,26 @@ import json
 import uuid
 from typing import Any
 
-import aiohttp
 import nats
 from nats.aio.msg import Msg
 from nio import JoinError, RoomCreateResponse
 
 from appservice.stack.local import LocalStack, TerritoryNode
-from tests.matrix_user import MatrixUser
-
-
-async def _api(node: TerritoryNode, method: str, path: str, token: str, json: Any) -> Any:
-    assert node.config is not None
-    async with aiohttp.ClientSession() as session:
-        async with session.request(
-            method,
-            node.config.public_url + path,
-            json=json,
-            headers={"Authorization": f"Bearer {token}"},
-        ) as resp:
-            assert resp.status == 201, await resp.text()
-            return await resp.json()
+from tests.federation.helpers import api
+from tests.matrix_user import MatrixUser, is_membership
 
 
 async def test_a_ca_topic_room_does_not_federate(
     fed: LocalStack, ca: TerritoryNode, ca_user: MatrixUser, dk_user: MatrixUser
 ) -> None:
-    topic = await _api(
+    status, topic = await api(
         ca,
         "POST",
         "/api/forums/topics",
         ca_user.client.access_token,
         {"title": f"At home {uuid.uuid4().hex[:4]}", "body": "Only for us"},
     )
+    assert status == 201, topic
     joined = await ca_user.client.join(topic["alias"])
     assert not isinstance(joined, JoinError), joined
     create = await ca_user.client.room_get_state_event(topic["room_id"], "m.room.create")
@@ -60,24 +48,11 @@ async def test_a_dk_member_who_slips_into_a_ca_room_is_removed(
     )
     assert isinstance(response, RoomCreateResponse), response
     room = response.room_id
-    await ca_user.wait_for(
-        room,
-        lambda e: (
-            e.get("type") == "m.room.member"
-            and e.get("state_key") == ca_user.bot
-            and e["content"].get("membership") == "join"
-        ),
-    )
+    await ca_user.bot_joined(room)
     joined = await dk_user.client.join(room)
     assert not isinstance(joined, JoinError), joined
     kick = await ca_user.wait_for(
-        room,
-        lambda e: (
-            e.get("type") == "m.room.member"
-            and e.get("state_key") == dk_user.user_id
-            and e["content"].get("membership") == "leave"
-        ),
-        timeout=40,
+        room, lambda e: is_membership(e, dk_user.user_id, "leave"), timeout=40
     )
     assert kick["sender"] == ca_user.bot
     assert "keeps its rooms within its borders" in kick["content"]["reason"]
