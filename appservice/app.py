@@ -67,8 +67,9 @@ from workflows.expiry import ExpiryScheduler
 from workflows.forum import ForumService
 from workflows.gate import GateMetrics, GateService
 from workflows.materials import DELIVERY, MaterialStore
+from workflows.territory import TerritorySettings
 
-from .badge_api import add_badge_routes
+from .badge_api import HttpCredentialStatus, add_badge_routes
 from .command_events import CommandMessageHandler
 from .config import Config, ConfigError
 from .dispatcher import Dispatcher
@@ -265,6 +266,16 @@ class Platform:
         self.matrix = MatrixConnection(matrix_settings(config, self.as_token))
 
         self.territories = TerritoryRepository(self.global_db)
+        # From the config (written to the registry at start), then read again from the registry
+        # whenever territory.settings_changed names this territory.
+        self.territory_settings = TerritorySettings(
+            self.territories,
+            code,
+            {
+                "data_residency": config.territory.data_residency,
+                "allow_cross_border": config.territory.allow_cross_border,
+            },
+        )
         self.audit = AuditLog(self.global_db, code)
         self.inbox = TransactionRepository(self.territory_db, code)
         self.outbox = OutboxRepository(self.territory_db, code)
@@ -317,6 +328,8 @@ class Platform:
             ),
             self.awards,
             self.badge_definitions,
+            self.territories,
+            HttpCredentialStatus(),
         )
         self.expiry = ExpiryScheduler(
             db=self.territory_db,
@@ -341,7 +354,7 @@ class Platform:
             namespace=namespace,
             territory=code,
             territories=self.territories,
-            cross_border=config.territory.allow_cross_border,
+            settings=self.territory_settings,
             command_prefix=prefix,
             cache_seconds=config.gate.decision_cache_seconds,
             knock_limit=RateLimiter("knocks", config.limits.knocks_per_hour / 60),
@@ -364,7 +377,7 @@ class Platform:
             alias_prefix=config.appservice.alias_prefix,
             moderators=config.permissions.admins,
             topic_limit=RateLimiter("new topics", config.limits.topics_per_hour / 60),
-            federate=config.territory.allow_cross_border,
+            settings=self.territory_settings,
         )
         self.media_bridge = MediaBridge(
             db=self.territory_db,
@@ -461,7 +474,7 @@ class Platform:
                 self.territory,
                 self.badges.status,
                 self.bus_trust,
-                yes_no_only=not self.config.territory.allow_cross_border,
+                settings=self.territory_settings,
             ),
             trust=self.bus_trust,
             settings=ConsumerSettings(
@@ -478,6 +491,7 @@ class Platform:
         )
         bus.add_consumer(BadgeNotifier(self.effects, prefix).spec(self.territory))
         bus.add_consumer(self.gate.consumer(self.territory))
+        bus.add_consumer(self.territory_settings.consumer())
         return bus
 
     def _router(self) -> CommandRouter:
@@ -584,11 +598,10 @@ class Platform:
                 server_name=config.homeserver.domain,
                 homeserver_url=config.homeserver.address,
                 database_dsn=config.database.territory_url or config.database.url,
-                settings={
-                    "data_residency": config.territory.data_residency,
-                    "allow_cross_border": config.territory.allow_cross_border,
-                },
+                # The config's settings (a `territory settings` change lasts until a restart).
+                settings=self.territory_settings.as_dict(),
                 public_key=public_key_text(self.signing_key),
+                public_url=config.public_url,
             )
         )
         self._migrated = True

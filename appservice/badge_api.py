@@ -4,20 +4,52 @@ GET  /api/badges/issuer                the issuer Profile with its public key (t
 GET  /api/badges/credentials/{id}      (a random id, not the award's) JSON {credential, jwt, status}; Accept: application/jwt
                                        (or application/vc+jwt) gives the signed token alone
 POST /api/badges/verify                {"credential": "<jwt>"} (or the token as the body)
-                                       -> {"valid", "reasons", "credential"}
+                                       -> {"valid", "reasons", "credential"}; another
+                                       territory's credential is checked with its registry key
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
+import aiohttp
 from aiohttp import web
 
-from core.errors import NotFound, Refused
+from core.errors import NotFound, Refused, Unavailable
 from core.http import read_body
 from workflows.badge_credentials import CREDENTIAL_ID, BadgeCredentials
 
 MAX_TOKEN_BYTES = 64 * 1024
+
+
+class HttpCredentialStatus:
+    """Whether another territory revoked its credential: the credential's own URL (under that
+    territory's public URL in the registry) answers with its status."""
+
+    def __init__(self, timeout_seconds: float = 5.0) -> None:
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    async def revoked_at(self, credential_url: str) -> datetime | None:
+        try:
+            async with aiohttp.ClientSession(timeout=self.timeout) as session:
+                async with session.get(
+                    credential_url, headers={"Accept": "application/json"}
+                ) as resp:
+                    if resp.status != 200:
+                        raise Unavailable(f"it answered {resp.status}")
+                    status = (await resp.json()).get("status") or {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise Unavailable(f"{type(exc).__name__}") from exc
+        if not status.get("revoked"):
+            return None
+        try:
+            revoked = datetime.fromisoformat(str(status.get("revoked_at")))
+        except ValueError as exc:
+            raise Unavailable("its revocation date is not a date") from exc
+        if revoked.tzinfo is None:
+            raise Unavailable("its revocation date has no time zone")
+        return revoked
 
 
 def add_badge_routes(app: web.Application, credentials: BadgeCredentials) -> None:

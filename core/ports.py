@@ -40,6 +40,13 @@ class BadgeChecker(Protocol):
     async def check(self, user_id: str, badge: str, timeout: float = 3.0) -> BadgeStatus: ...
 
 
+class CredentialStatusSource(Protocol):
+    """Asks the territory that issued a credential whether it is revoked (its public credential
+    URL answers). Raises Unavailable when it cannot be asked."""
+
+    async def revoked_at(self, credential_url: str) -> datetime | None: ...
+
+
 class ContentStore(Protocol):
     """Content-addressed storage (the IPFS node): add pins, ``cat`` reads back by CID."""
 

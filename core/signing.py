@@ -30,6 +30,14 @@ def public_key_text(key: Ed25519PrivateKey) -> str:
     return _b64(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
+def public_key_from_text(text: str) -> Ed25519PublicKey:
+    """The registry's base64url public key as a key; ValueError when it is not one."""
+    try:
+        return Ed25519PublicKey.from_public_bytes(_unb64(text))
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError("not an Ed25519 public key") from exc
+
+
 def _message(subject: str, body: bytes) -> bytes:
     return subject.encode() + b"\n" + body
 

@@ -1,7 +1,10 @@
 """Awards as signed Open Badges 3.0 credentials: issue for an award, verify a presented token.
 
-The revocation state of a credential is the award's row: a verifier presents the token, we read the
-award its ``jti`` names, and check signature, validity window and revocation together.
+The revocation state of our own credential is the award's row: a verifier presents the token, we
+read the award its ``jti`` names, and check signature, validity window and revocation together.
+Another territory's credential (its ``kid`` points into that territory's issuer profile) is checked
+with the public key and public URL the registry holds for that territory, and its revocation state
+is asked of that territory, at the credential URL under its public URL.
 """
 
 from __future__ import annotations
@@ -10,9 +13,20 @@ import json
 import re
 from datetime import UTC, datetime
 
+from core.errors import Unavailable
+from core.ports import CredentialStatusSource
+from core.signing import public_key_from_text
 from db.repositories.badges import Award, AwardRepository, BadgeDefinitionRepository
+from db.repositories.territories import Territory, TerritoryRepository
 
-from .credentials import AwardFacts, CredentialIssuer, Verification, b64url_decode
+from .credentials import (
+    AwardFacts,
+    CredentialIssuer,
+    CredentialVerifier,
+    Verification,
+    b64url_decode,
+    base_url_of_kid,
+)
 
 # What the database makes (a UUID without dashes): anything else names no credential.
 CREDENTIAL_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -24,7 +38,11 @@ class BadgeCredentials:
         issuer: CredentialIssuer,
         awards: AwardRepository,
         definitions: BadgeDefinitionRepository,
+        territories: TerritoryRepository,
+        statuses: CredentialStatusSource,
     ) -> None:
+        self.territories = territories  # other issuers: their keys and public URLs
+        self.statuses = statuses  # other issuers' revocation states
         self.issuer = issuer
         self.awards = awards
         self.definitions = definitions
@@ -59,6 +77,12 @@ class BadgeCredentials:
         return award, self.issuer.credential(facts), self.issuer.sign(facts)
 
     async def verify(self, token: str) -> Verification:
+        kid = _part(token, 0).get("kid")
+        if kid != self.issuer.kid:
+            base = base_url_of_kid(kid)
+            territory = await self.territories.by_public_url(base) if base else None
+            if territory is not None and territory.public_key and territory.public_url:
+                return await self._verify_theirs(token, territory)
         award = await self._award_named_by(token)
         return self.issuer.verify(
             token,
@@ -73,15 +97,52 @@ class BadgeCredentials:
         assert issued is not None
         return await self.verify(issued[2])
 
+    async def _verify_theirs(self, token: str, territory: Territory) -> Verification:
+        """Another territory's credential: its registry key and URL, its revocation state."""
+        assert territory.public_key and territory.public_url
+        try:
+            key = public_key_from_text(territory.public_key)
+        except ValueError:
+            return Verification(
+                False, (f"the registry has no usable key for {territory.name}",), None
+            )
+        verifier = CredentialVerifier(
+            key, base_url=territory.public_url, territory_name=territory.name
+        )
+        now = datetime.now(UTC)
+        checked = verifier.verify(token, now=now)
+        if not checked.valid:
+            return checked  # forged or expired: invalid whatever they would say; not asked
+        credential_url = str((checked.credential or {}).get("id", ""))
+        try:
+            if not _names_a_credential(
+                credential_url, f"{verifier.base_url}/api/badges/credentials/"
+            ):
+                raise Unavailable("the credential's URL is not under its public URL")
+            revoked_at = await self.statuses.revoked_at(credential_url)
+        except Unavailable as exc:
+            reason = f"{territory.name} could not be asked whether it is revoked: {exc}"
+            return Verification(False, (reason,), checked.credential)
+        return verifier.verify(token, now=now, revoked_at=revoked_at)
+
     async def _award_named_by(self, token: str) -> Award | None:
         """The award a token claims to be (its ``jti``), read before the signature is checked."""
-        try:
-            payload = json.loads(b64url_decode(token.split(".")[1]))
-            jti = str(payload["jti"])
-        except (IndexError, KeyError, TypeError, ValueError):
-            return None
+        jti = str(_part(token, 1).get("jti", ""))
         prefix = self.issuer.credential_id("")
-        key = jti.removeprefix(prefix)
-        if not jti.startswith(prefix) or not CREDENTIAL_ID.fullmatch(key):
+        if not _names_a_credential(jti, prefix):
             return None
-        return await self.awards.by_credential_id(key)
+        return await self.awards.by_credential_id(jti.removeprefix(prefix))
+
+
+def _part(token: str, index: int) -> dict[str, object]:
+    """The JOSE header (0) or payload (1) of a compact JWS, unverified; {} when unreadable."""
+    try:
+        value = json.loads(b64url_decode(token.split(".")[index]))
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _names_a_credential(url: str, prefix: str) -> bool:
+    """Whether ``url`` is a credential URL under ``prefix`` (with an id as the database makes)."""
+    return url.startswith(prefix) and bool(CREDENTIAL_ID.fullmatch(url.removeprefix(prefix)))

@@ -180,6 +180,25 @@ def canonical_json(value: Any) -> bytes:
 
 # --- the issuer -----------------------------------------------------------------------------
 
+KID_SUFFIX = "/api/badges/issuer#key-1"
+
+
+def issuer_id_of(base_url: str) -> str:
+    """The issuer profile's URL of the territory whose public API is ``base_url``."""
+    return f"{base_url.rstrip('/')}/api/badges/issuer"
+
+
+def kid_of(base_url: str) -> str:
+    """The ``kid`` of that territory's key: a URL into its issuer profile."""
+    return f"{base_url.rstrip('/')}{KID_SUFFIX}"
+
+
+def base_url_of_kid(kid: object) -> str | None:
+    """The territory's public API a ``kid`` points into (None when it is not one of ours)."""
+    if isinstance(kid, str) and kid.endswith(KID_SUFFIX):
+        return kid.removesuffix(KID_SUFFIX)
+    return None
+
 
 class CredentialIssuer:
     """Builds, signs and verifies the OpenBadgeCredentials of one territory."""
@@ -197,11 +216,15 @@ class CredentialIssuer:
         self.base_url = base_url.rstrip("/")
         self.territory_code = territory_code
         self.territory_name = territory_name
-        self.issuer_id = f"{self.base_url}/api/badges/issuer"
+        self.issuer_id = issuer_id_of(self.base_url)
+        # What checks this issuer's tokens, with its public key only.
+        self.verifier = CredentialVerifier(
+            self._public, base_url=self.base_url, territory_name=territory_name
+        )
 
     @property
     def kid(self) -> str:
-        return f"{self.issuer_id}#key-1"
+        return kid_of(self.base_url)
 
     def credential_id(self, key: str | int) -> str:
         return f"{self.base_url}/api/badges/credentials/{key}"
@@ -312,6 +335,30 @@ class CredentialIssuer:
         )
         signature = self._key.sign(signing_input.encode("ascii"))
         return f"{signing_input}.{b64url_encode(signature)}"
+
+    def verify(
+        self,
+        token: str,
+        *,
+        now: datetime,
+        revoked_at: datetime | None = None,
+        revoke_reason: str | None = None,
+    ) -> Verification:
+        return self.verifier.verify(
+            token, now=now, revoked_at=revoked_at, revoke_reason=revoke_reason
+        )
+
+
+class CredentialVerifier:
+    """Checks the tokens of one issuer from its public key: this territory's own, or another
+    territory's with the key and public URL the registry holds for it."""
+
+    def __init__(self, public_key: Ed25519PublicKey, *, base_url: str, territory_name: str) -> None:
+        self._public = public_key
+        self.base_url = base_url.rstrip("/")
+        self.territory_name = territory_name
+        self.issuer_id = issuer_id_of(self.base_url)
+        self.kid = kid_of(self.base_url)
 
     def verify(
         self,

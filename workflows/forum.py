@@ -39,6 +39,8 @@ from db.repositories.audit import AuditLog
 from db.repositories.effects import EffectRow
 from db.repositories.forum import Comment, ForumRepository, Topic
 
+from .territory import TerritorySettings
+
 log = logging.getLogger("unityplan.forum")
 
 TOPIC_STATE = EventType.find("org.unityplan.forum.topic", EventType.Class.STATE)
@@ -69,10 +71,10 @@ class ForumService:
         alias_prefix: str,
         moderators: tuple[str, ...] = (),
         topic_limit: RateLimiter | None = None,
-        federate: bool = True,
+        settings: TerritorySettings | None = None,
     ) -> None:
-        # False in a territory without cross-border federation: its rooms stay on its server.
-        self.federate = federate
+        # Without cross-border federation the territory's rooms stay on its server.
+        self.settings = settings
         self.topic_limit = topic_limit
         self.audit = audit
         self.moderators = moderators  # territory admins: moderators of every topic room
@@ -156,7 +158,11 @@ class ForumService:
             room_id = await self.matrix.bot.create_room(
                 alias_localpart=localpart,
                 preset=RoomCreatePreset.PUBLIC,
-                creation_content=None if self.federate else {"m.federate": False},
+                creation_content=(
+                    {"m.federate": False}
+                    if self.settings is not None and not self.settings.allow_cross_border
+                    else None
+                ),
                 name=topic.title,
                 topic=f"Forum topic {topic.id}: {topic.title}",
                 power_level_override={"users": {UserID(m): LOCKED_LEVEL for m in self.moderators}},

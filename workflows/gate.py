@@ -39,6 +39,8 @@ from db.repositories.courses import CourseRepository
 from db.repositories.gates import Gate, GateRepository, Mode
 from db.repositories.territories import TerritoryRepository
 
+from .territory import TerritorySettings
+
 log = logging.getLogger("unityplan.gate")
 
 # Room versions before 7 cannot knock.
@@ -90,7 +92,7 @@ class GateService:
         territory: str,
         territories: TerritoryRepository,
         command_prefix: str,
-        cross_border: bool = True,
+        settings: TerritorySettings | None = None,
         cache_seconds: float,
         knock_limit: RateLimiter | None = None,
         server_limit: RateLimiter | None = None,
@@ -111,8 +113,9 @@ class GateService:
         self.server_name = namespace.server_name
         self.territory = territory
         self.territories = territories  # the registry: whose member a remote user is
-        # False: members of other territories are kept out of every room the bot is in.
-        self.cross_border = cross_border
+        # Without cross-border sharing, members of other territories are kept out of every room
+        # the bot is in.
+        self.settings = settings
         self.prefix = command_prefix
         self.cache_seconds = cache_seconds
         self._cache: LruCache[tuple[str, str], Decision] = LruCache(
@@ -294,7 +297,8 @@ class GateService:
         user_id = str(event.state_key)
         if user_id == self.matrix.bot_user_id:
             return
-        if not self.cross_border and server_of(user_id) != self.server_name:
+        within_borders = self.settings is not None and not self.settings.allow_cross_border
+        if within_borders and server_of(user_id) != self.server_name:
             await self._keep_within_borders(user_id, event.room_id)
             return
         gate = await self.gates.get(event.room_id)

@@ -25,6 +25,7 @@ from core.events import request_subject
 from core.ids import server_of
 from core.ports import BadgeCheckError, BadgeStatus
 from db.repositories.territories import TerritoryRepository
+from workflows.territory import TerritorySettings
 
 from .metrics import EventMetrics
 from .nats_client import NatsClient
@@ -47,11 +48,11 @@ class BadgeCheckResponder:
         lookup: BadgeStatusLookup,
         trust: BusTrust,
         *,
-        yes_no_only: bool = False,
+        settings: TerritorySettings | None = None,
     ) -> None:
         # A territory without cross-border sharing says whether, and nothing else (no expiry, no
         # reason): other territories learn no more about its members than a yes or a no.
-        self.yes_no_only = yes_no_only
+        self.settings = settings
         self.nats = nats
         self.territory = territory
         self.lookup = lookup
@@ -89,7 +90,8 @@ class BadgeCheckResponder:
             except Exception:
                 log.exception("Badge check for %s / %s failed", user_id, badge)
                 status = BadgeStatus(valid=False, error="internal error")
-        shown = {"valid": status.valid} if self.yes_no_only else status.as_json()
+        yes_no_only = self.settings is not None and not self.settings.allow_cross_border
+        shown = {"valid": status.valid} if yes_no_only else status.as_json()
         answer = json.dumps(shown).encode()
         # Signed, and bound to the question: the asker believes only this territory's key.
         headers = self.trust.reply_headers(message.subject, message.data, answer)

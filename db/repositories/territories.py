@@ -34,6 +34,7 @@ class Territory:
     database_dsn: str
     settings: dict[str, Any]
     public_key: str | None = None  # Ed25519, base64url: what signs this territory's bus messages
+    public_url: str | None = None  # its appservice's public API: credentials, issuer profile
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Territory:
@@ -45,6 +46,7 @@ class Territory:
             database_dsn=row["database_dsn"],
             settings=json.loads(row["settings"]),
             public_key=row["public_key"],
+            public_url=row["public_url"],
         )
 
 
@@ -56,13 +58,14 @@ class TerritoryRepository:
         await self.db.execute(
             """
             INSERT INTO global.territories
-                (code, name, server_name, homeserver_url, database_dsn, settings, public_key)
-            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+                (code, name, server_name, homeserver_url, database_dsn, settings, public_key,
+                 public_url)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)
             ON CONFLICT (code) DO UPDATE SET
                 name = EXCLUDED.name, server_name = EXCLUDED.server_name,
                 homeserver_url = EXCLUDED.homeserver_url, database_dsn = EXCLUDED.database_dsn,
                 settings = EXCLUDED.settings, public_key = EXCLUDED.public_key,
-                updated_at = now()
+                public_url = EXCLUDED.public_url, updated_at = now()
             """,
             territory.code,
             territory.name,
@@ -71,12 +74,13 @@ class TerritoryRepository:
             dsn_without_password(territory.database_dsn),
             json.dumps(territory.settings),
             territory.public_key,
+            territory.public_url,
         )
 
     async def get(self, code: TerritoryCode) -> Territory | None:
         row = await self.db.fetchrow(
             """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
-                      public_key
+                      public_key, public_url
                FROM global.territories WHERE code = $1""",
             code,
         )
@@ -85,7 +89,7 @@ class TerritoryRepository:
     async def all(self) -> list[Territory]:
         rows = await self.db.fetch(
             """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
-                      public_key
+                      public_key, public_url
                FROM global.territories ORDER BY code"""
         )
         return [Territory.from_row(row) for row in rows]
@@ -103,7 +107,7 @@ class TerritoryRepository:
     async def by_server_name(self, server_name: str) -> Territory | None:
         row = await self.db.fetchrow(
             """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
-                      public_key
+                      public_key, public_url
                FROM global.territories WHERE server_name = $1""",
             server_name,
         )
@@ -118,3 +122,12 @@ class TerritoryRepository:
             list(server_names),
         )
         return {row["server_name"]: row["code"] for row in rows}
+
+    async def by_public_url(self, public_url: str) -> Territory | None:
+        row = await self.db.fetchrow(
+            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
+                      public_key, public_url
+               FROM global.territories WHERE public_url = $1""",
+            public_url,
+        )
+        return Territory.from_row(row) if row else None

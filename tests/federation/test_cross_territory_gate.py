@@ -3,6 +3,7 @@ out by what ca says about them, asked over the authenticated bus; nothing ca's m
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import quote
@@ -12,7 +13,7 @@ import pytest_asyncio
 from nio import RoomCreateResponse
 
 from appservice.stack.local import LocalStack, TerritoryNode
-from tests.federation.helpers import eventually
+from tests.federation.helpers import api, eventually
 from tests.matrix_user import MatrixUser, body
 
 
@@ -104,3 +105,37 @@ async def test_badge_verify_of_a_ca_member_answers_from_ca(
     assert "answered by their territory, ca" in body(after)
     info = await dk_user.command(dk_dm, f"!badge info {badge}")
     assert "defined by territory ca" in body(info), body(info)
+
+
+async def test_a_ca_credential_verifies_at_dk_until_ca_revokes_it(
+    fed: LocalStack, dk: TerritoryNode, ca_user: MatrixUser, ca_admin: MatrixUser
+) -> None:
+    """The holder takes their credential from ca and shows it to dk's API: dk checks it with
+    ca's key from the registry and asks ca whether it is revoked."""
+    badge = f"ca-ranger-{uuid.uuid4().hex[:6]}"
+    ca_dm = await ca_admin.room_with_bot()
+    await ca_admin.command(ca_dm, f"!badge define {badge} Ranger")
+    await ca_admin.command(ca_dm, f"!badge award {ca_user.user_id} {badge}")
+    own_dm = await ca_user.room_with_bot()
+    shown = await ca_user.command(own_dm, f"!badge verify {ca_user.user_id} {badge}")
+    link = re.search(r'href="([^"]+)"', shown["content"]["formatted_body"])
+    assert link, body(shown)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(link[1], headers={"Accept": "application/jwt"}) as resp:
+            assert resp.status == 200
+            token = await resp.text()
+
+    status, verified = await api(dk, "POST", "/api/badges/verify", json={"credential": token})
+    assert status == 200 and verified["valid"] is True, verified
+    assert verified["credential"]["issuer"]["name"] == "Canada"
+
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+    status, refused = await api(dk, "POST", "/api/badges/verify", json={"credential": forged})
+    assert status == 200 and refused["valid"] is False
+    assert "the signature does not match" in refused["reasons"]
+
+    await ca_admin.command(ca_dm, f"!badge revoke {ca_user.user_id} {badge}")
+    status, revoked = await api(dk, "POST", "/api/badges/verify", json={"credential": token})
+    assert status == 200 and revoked["valid"] is False
+    assert any(reason.startswith("revoked on") for reason in revoked["reasons"]), revoked

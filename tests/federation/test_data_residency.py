@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ from nats.aio.msg import Msg
 from nio import JoinError, RoomCreateResponse
 
 from appservice.stack.local import LocalStack, TerritoryNode
-from tests.federation.helpers import api
+from tests.federation.helpers import api, eventually
 from tests.matrix_user import MatrixUser, is_membership
 
 
@@ -58,7 +59,41 @@ async def test_a_dk_member_who_slips_into_a_ca_room_is_removed(
     assert "keeps its rooms within its borders" in kick["content"]["reason"]
 
 
-async def test_ca_answers_badge_checks_with_yes_or_no_only(
+async def _ask_ca(fed: LocalStack, user_id: str, badge: str) -> dict[str, Any]:
+    """ca's raw answer to badge.check, asked as anyone may (without credentials)."""
+    client = await nats.connect(fed.nats.url)
+    answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_answer(message: Msg) -> None:
+        answer = json.loads(message.data)
+        if "stream" not in answer:  # JetStream's ack of the question (it keeps unityplan.>)
+            await answers.put(answer)
+
+    try:
+        inbox = client.new_inbox()
+        await client.subscribe(inbox, cb=on_answer)
+        question = json.dumps({"user_id": user_id, "badge": badge}).encode()
+        await client.publish("unityplan.ca.badge.check", question, reply=inbox)
+        return await asyncio.wait_for(answers.get(), 5)
+    finally:
+        await client.close()
+
+
+async def _unityplan(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appservice",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_ca_answers_badge_checks_with_yes_or_no_only_as_its_settings_say(
     fed: LocalStack, ca: TerritoryNode, ca_user: MatrixUser
 ) -> None:
     demo = next(u for u in ca.demo_users if u.role == "admin")
@@ -70,20 +105,29 @@ async def test_ca_answers_badge_checks_with_yes_or_no_only(
         await admin.command(dm, f"!badge award {ca_user.user_id} {badge}")
     finally:
         await admin.close()
-    client = await nats.connect(fed.nats.url)  # anyone may ask
-    answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    assert await _ask_ca(fed, ca_user.user_id, badge) == {"valid": True}  # no expiry, nothing else
 
-    async def on_answer(message: Msg) -> None:
-        answer = json.loads(message.data)
-        if "stream" not in answer:  # JetStream's ack of the question (it keeps unityplan.>)
-            await answers.put(answer)
-
+    # The registry setting changes while ca runs: ca follows territory.settings_changed.
+    config = str(ca.config_path)
     try:
-        inbox = client.new_inbox()
-        await client.subscribe(inbox, cb=on_answer)
-        question = json.dumps({"user_id": ca_user.user_id, "badge": badge}).encode()
-        await client.publish("unityplan.ca.badge.check", question, reply=inbox)
-        answer = await asyncio.wait_for(answers.get(), 5)
+        done, out = await _unityplan(
+            "-c", config, "territory", "settings", "ca", "allow_cross_border=true"
+        )
+        assert done == 0, out
+
+        async def answered_in_full() -> dict[str, Any] | None:
+            answer = await _ask_ca(fed, ca_user.user_id, badge)
+            return answer if "expires_at" in answer else None
+
+        answer = await eventually(answered_in_full, "ca answering with the expiry again")
+        assert answer["valid"] is True and answer["expires_at"]
     finally:
-        await client.close()
-    assert answer == {"valid": True}  # no expiry, nothing else
+        done, out = await _unityplan(
+            "-c", config, "territory", "settings", "ca", "allow_cross_border=false"
+        )
+        assert done == 0, out
+
+    async def quiet_again() -> bool:
+        return await _ask_ca(fed, ca_user.user_id, badge) == {"valid": True}
+
+    await eventually(quiet_again, "ca answering yes or no only again")
