@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     media.add_argument(
         "--runs-large", type=_positive, default=5, help="iterations with 5 MB files (default: 5)"
     )
+    federation = benchmarks.add_parser(
+        "federation",
+        help="a dk topic message seen on ca and as a dk comment vs. plain federated delivery",
+        description="Start two federating territories and time, interleaved: a dk user's message "
+        "in a dk topic room until a ca member's sync brings it and until dk's API lists it, a ca "
+        "member's message there until dk's API lists it, and plain federated delivery.",
+    )
+    _common(federation, runs=30, warmup=3, timeout=10.0, unit="round trip")
     events = benchmarks.add_parser(
         "events",
         help="outbox commit -> JetStream PubAck vs. plain JetStream publishes",
@@ -127,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return _forum(args)
     if args.benchmark == "media":
         return _media(args)
+    if args.benchmark == "federation":
+        return _federation(args)
     options = RoundTripOptions(runs=args.runs, warmup=max(args.warmup, 0), timeout_s=args.timeout)
     try:
         result = asyncio.run(run(options))
@@ -180,6 +190,12 @@ def _forum(args: argparse.Namespace) -> int:
         transactions=args.transactions,
     )
     return _measured(args, lambda: forum.run(options))
+
+
+def _federation(args: argparse.Namespace) -> int:
+    from . import federation
+
+    return _measured(args, lambda: federation.run(_round_trip_options(args)))
 
 
 def _media(args: argparse.Namespace) -> int:

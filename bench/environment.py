@@ -73,9 +73,9 @@ async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
             bob=bob,
             bot_user_id=bot_user_id,
             echo_user_id=echo_user_id,
-            bot_room=await _room_with(alice, bot_user_id),
-            echo_room=await _room_with(alice, echo_user_id),
-            bob_room=await _room_with(alice, bob.user_id, joiner=bob),
+            bot_room=await room_with(alice, bot_user_id),
+            echo_room=await room_with(alice, echo_user_id),
+            bob_room=await room_with(alice, bob.user_id, joiner=bob),
         )
 
 
@@ -99,7 +99,7 @@ async def _user(stack: LocalStack, localpart: str, cleanup: AsyncExitStack) -> S
     return user
 
 
-async def _room_with(creator: SyncedUser, invitee: str, joiner: SyncedUser | None = None) -> str:
+async def room_with(creator: SyncedUser, invitee: str, joiner: SyncedUser | None = None) -> str:
     """A private room with ``invitee``; bots join by themselves, ``joiner`` is told to join."""
     created = await creator.client.room_create(
         invite=[invitee], is_direct=True, preset=RoomPreset.private_chat

@@ -36,7 +36,7 @@ from .environment import Environment, running_environment
 from .report import table
 from .roundtrip import Probe, RoundTripFailed, progress, round_trip
 from .stats import Ratio, Summary
-from .synced_user import SyncFailed, event_key
+from .synced_user import SyncedUser, SyncFailed, event_key
 
 KINDS = ("to_api", "to_room", "plain")
 DESCRIPTIONS = {
@@ -161,7 +161,7 @@ async def _setup(env: Environment, session: aiohttp.ClientSession) -> Topic:
     return Topic(api, int(created["id"]), room_id)
 
 
-async def _timed(kind: str, timeout_s: float, steps: Awaitable[float]) -> float:
+async def timed(kind: str, timeout_s: float, steps: Awaitable[float]) -> float:
     """Run ``steps`` (returning the arrival time) within the timeout; ms since the start."""
     started = time.perf_counter()
     try:
@@ -174,9 +174,10 @@ async def _timed(kind: str, timeout_s: float, steps: Awaitable[float]) -> float:
     return (arrived - started) * 1000
 
 
-async def _message_to_comment(env: Environment, topic: Topic) -> float:
+async def message_to_comment(sender: SyncedUser, topic: Topic) -> float:
+    """``sender`` posts into the topic room; the time the API first lists it as a comment."""
     content = {"msgtype": "m.text", "body": f"bench message {secrets.token_hex(4)}"}
-    sent = await env.alice.client.room_send(topic.room_id, "m.room.message", content)
+    sent = await sender.client.room_send(topic.room_id, "m.room.message", content)
     if not isinstance(sent, RoomSendResponse):
         raise RoundTripFailed(f"to_api: sending failed: {sent}")
     while True:
@@ -203,8 +204,8 @@ Measurement = Callable[[], Awaitable[float]]
 def _probes(env: Environment, topic: Topic, timeout_s: float) -> list[tuple[str, Measurement]]:
     plain = Probe("plain", env.bob_room, "hello bob", env.bob, event_key)
     return [
-        ("to_api", lambda: _timed("to_api", timeout_s, _message_to_comment(env, topic))),
-        ("to_room", lambda: _timed("to_room", timeout_s, _comment_to_message(env, topic))),
+        ("to_api", lambda: timed("to_api", timeout_s, message_to_comment(env.alice, topic))),
+        ("to_room", lambda: timed("to_room", timeout_s, _comment_to_message(env, topic))),
         ("plain", lambda: round_trip(env.alice, plain, timeout_s)),
     ]
 
