@@ -355,6 +355,7 @@ class Platform:
             territory=code,
             territories=self.territories,
             settings=self.territory_settings,
+            events=self.events,
             command_prefix=prefix,
             cache_seconds=config.gate.decision_cache_seconds,
             knock_limit=RateLimiter("knocks", config.limits.knocks_per_hour / 60),
@@ -491,6 +492,7 @@ class Platform:
         )
         bus.add_consumer(BadgeNotifier(self.effects, prefix).spec(self.territory))
         bus.add_consumer(self.gate.consumer(self.territory))
+        bus.add_consumer(self.gate.remote_gates_consumer(self.territory))
         bus.add_consumer(self.territory_settings.consumer())
         return bus
 

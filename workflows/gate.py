@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from core.effects import Effects
 from core.errors import NotFound, RateLimited, Refused
-from core.events import ConsumerSpec, EventEnvelope, every_territory_subject
+from core.events import ConsumerSpec, EventEmitter, EventEnvelope, every_territory_subject
 from core.html import code, escape
 from core.ids import Namespace, server_of
 from core.matrix import MatrixConnection
@@ -92,11 +92,13 @@ class GateService:
         territory: str,
         territories: TerritoryRepository,
         command_prefix: str,
+        events: EventEmitter,
         settings: TerritorySettings | None = None,
         cache_seconds: float,
         knock_limit: RateLimiter | None = None,
         server_limit: RateLimiter | None = None,
     ) -> None:
+        self.events = events
         self.knock_limit = knock_limit  # per user
         # Per remote server: knocks from it, and DMs the bot sends to its users.
         self.server_limit = server_limit
@@ -152,6 +154,10 @@ class GateService:
 
     async def _decide(self, user_id: str, room_id: str) -> Decision:
         gate = await self.gates.get(room_id)
+        if gate is None and server_of(user_id) == self.server_name:
+            # Another territory's gated room: our homeserver's module refuses our members who
+            # lack its badges before the host has to (the host keeps everyone else out).
+            gate = await self.gates.get_remote(room_id)
         if gate is None:
             return Decision(allowed=True, gated=False)
         if self.namespace.is_own_user(user_id):
@@ -233,6 +239,10 @@ class GateService:
         # In the room's own state too: the homeserver module reads it when we cannot answer,
         # so a restart of the homeserver does not open the room.
         await self.effects.state(room_id, GATE_STATE, {"badges": list(badges), "mode": mode})
+        # Other territories' homeservers learn it too, to refuse their members' joins early.
+        await self.events.emit(
+            "gate.required", {"room_id": room_id, "badges": list(badges), "mode": mode}, actor=actor
+        )
         self.invalidate(room_id=room_id)
         removed = await self._enforce_members(gate)
         await self.audit.record(
@@ -252,6 +262,7 @@ class GateService:
             room_id, str(EventType.ROOM_JOIN_RULES), {"join_rule": gate.previous_join_rule}
         )
         await self.effects.state(room_id, GATE_STATE, {})
+        await self.events.emit("gate.removed", {"room_id": room_id}, actor=actor)
         await self.audit.record(actor, "gate.removed", room_id=room_id)
         return gate
 
@@ -387,6 +398,29 @@ class GateService:
             subjects=tuple(every_territory_subject(t) for t in types),
             handler=self.on_badge_event,
         )
+
+    def remote_gates_consumer(self, territory: str) -> ConsumerSpec:
+        """Other territories' gate.required / gate.removed: which of their rooms are gated."""
+        return ConsumerSpec(
+            name=f"{territory}-remote-gates",
+            subjects=(
+                every_territory_subject("gate.required"),
+                every_territory_subject("gate.removed"),
+            ),
+            handler=self.on_remote_gate,
+        )
+
+    async def on_remote_gate(self, event: EventEnvelope) -> None:
+        if event.territory == self.territory:
+            return  # our own rooms are in gated_rooms
+        room_id = str(event.data["room_id"])
+        if event.type == "gate.required":
+            mode: Mode = "any" if event.data.get("mode") == "any" else "all"
+            badges = [str(b) for b in event.data.get("badges") or []]
+            await self.gates.set_remote(room_id, event.territory, badges, mode)
+        else:
+            await self.gates.remove_remote(room_id, event.territory)
+        self.invalidate(room_id=room_id)
 
     async def on_badge_event(self, event: EventEnvelope) -> None:
         user_id, badge = str(event.data["user_id"]), str(event.data["badge"])

@@ -73,6 +73,38 @@ class GateRepository:
         )
         return Gate.from_row(row) if row else None
 
+    # --- other territories' gated rooms -----------------------------------------------------
+
+    async def get_remote(self, room_id: str) -> Gate | None:
+        """A room another territory gates (``set_by`` is that territory's code)."""
+        row = await self.db.fetchrow(
+            f"""SELECT room_id, badges, mode, '' AS previous_join_rule, territory AS set_by
+                FROM {self.schema}.remote_gates WHERE room_id = $1""",
+            room_id,
+        )
+        return Gate.from_row(row) if row else None
+
+    async def set_remote(self, room_id: str, territory: str, badges: list[str], mode: Mode) -> None:
+        await self.db.execute(
+            f"""INSERT INTO {self.schema}.remote_gates (room_id, territory, badges, mode)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (room_id) DO UPDATE SET badges = EXCLUDED.badges,
+                    mode = EXCLUDED.mode, updated_at = now()
+                WHERE {self.schema}.remote_gates.territory = EXCLUDED.territory""",
+            room_id,
+            territory,
+            badges,
+            mode,
+        )
+
+    async def remove_remote(self, room_id: str, territory: str) -> None:
+        """Only the territory that gated the room ungates it."""
+        await self.db.execute(
+            f"DELETE FROM {self.schema}.remote_gates WHERE room_id = $1 AND territory = $2",
+            room_id,
+            territory,
+        )
+
     async def requiring(self, badge: str) -> list[Gate]:
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM {self.schema}.gated_rooms WHERE $1 = ANY(badges)", badge

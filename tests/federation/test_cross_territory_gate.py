@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -139,3 +140,48 @@ async def test_a_ca_credential_verifies_at_dk_until_ca_revokes_it(
     status, revoked = await api(dk, "POST", "/api/badges/verify", json={"credential": token})
     assert status == 200 and revoked["valid"] is False
     assert any(reason.startswith("revoked on") for reason in revoked["reasons"]), revoked
+
+
+async def _join(user: MatrixUser, room: str, via: str) -> tuple[int, dict[str, Any]]:
+    url = f"{user.node.synapse.url}/_matrix/client/v3/join/{quote(room)}?server_name={quote(via)}"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            url, json={}, headers={"Authorization": f"Bearer {user.client.access_token}"}
+        ) as resp:
+            return resp.status, await resp.json()
+
+
+async def test_ca_refuses_its_own_member_at_a_dk_gated_room(
+    fed: LocalStack,
+    dk: TerritoryNode,
+    dk_user: MatrixUser,
+    ca_user: MatrixUser,
+    ca_admin: MatrixUser,
+) -> None:
+    """dk's signed gate.required reaches ca: ca's own homeserver module refuses its member's join
+    with the reason (without it, only dk's "not invited" would come back)."""
+    badge = f"ca-scout-{uuid.uuid4().hex[:6]}"
+    await ca_admin.command(await ca_admin.room_with_bot(), f"!badge define {badge} Scout")
+    response = await dk_user.client.room_create(
+        name="Scouts only", invite=[dk_user.bot], power_level_override={"users": {dk_user.bot: 100}}
+    )
+    assert isinstance(response, RoomCreateResponse), response
+    room = response.room_id
+    await dk_user.bot_joined(room)
+    await dk_user.command(room, f"!gate require {badge}")
+
+    async def refused_by_ca() -> dict[str, Any] | None:
+        status, answer = await _join(ca_user, room, dk.server_name)
+        assert status == 403, answer
+        return answer if f"requires the badge {badge}" in answer.get("error", "") else None
+
+    refusal = await eventually(refused_by_ca, "ca's module refusing the join with the reason")
+    assert refusal["org.unityplan.missing_badges"] == [badge]
+
+    await dk_user.command(room, "!gate off")
+
+    async def let_through_by_ca() -> bool:
+        status, answer = await _join(ca_user, room, dk.server_name)
+        return status == 200 or f"requires the badge {badge}" not in answer.get("error", "")
+
+    await eventually(let_through_by_ca, "ca forgetting the gate once dk lifts it")

@@ -14,6 +14,7 @@ from . import (
     v008_course_materials,
     v009_effects_and_retries,
     v010_credential_ids,
+    v011_remote_gates,
 )
 
 MODULES = (
@@ -27,4 +28,5 @@ MODULES = (
     v008_course_materials,
     v009_effects_and_retries,
     v010_credential_ids,
+    v011_remote_gates,
 )
