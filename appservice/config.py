@@ -157,7 +157,7 @@ class LimitsConfig(_Section):
     topics_per_hour: float = Field(default=10, ge=0)
     knocks_per_hour: float = Field(default=30, ge=0)
     # Knocks from, and DMs to, the users of one remote homeserver together.
-    remote_server_per_hour: float = Field(default=120, ge=0)
+    remote_server_per_hour: float = Field(default=1200, ge=0)
 
 
 class CoursesConfig(_Section):
