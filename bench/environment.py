@@ -17,6 +17,7 @@ from nio import JoinResponse, RoomCreateResponse, RoomPreset
 
 from appservice.stack.local import LocalStack, StackOptions
 from appservice.stack.process import free_port
+from appservice.stack.synapse import SynapseServer
 
 from .echo_appservice import EchoAppservice, EchoRegistration
 from .synced_user import SyncedUser
@@ -63,8 +64,8 @@ async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
         cleanup.push_async_callback(stack.stop)
         await echo.ping_homeserver()
 
-        alice = await _user(stack, "alice", cleanup)
-        bob = await _user(stack, "bob", cleanup)
+        alice = await synced_user(stack.synapse, "alice", cleanup)
+        bob = await synced_user(stack.synapse, "bob", cleanup)
         bot_user_id = str(stack.info()["bot_user_id"])
         echo_user_id = echo.registration.bot_user_id
         yield Environment(
@@ -89,10 +90,13 @@ async def _start_echo(stack: LocalStack, registration_path: Path) -> EchoAppserv
     return echo
 
 
-async def _user(stack: LocalStack, localpart: str, cleanup: AsyncExitStack) -> SyncedUser:
+async def synced_user(
+    synapse: SynapseServer, localpart: str, cleanup: AsyncExitStack
+) -> SyncedUser:
+    """A new user of ``synapse``, logged in and syncing until ``cleanup`` closes it."""
     password = secrets.token_urlsafe(12)
-    user_id = await stack.synapse.register_user(localpart, password)
-    user = SyncedUser(stack.synapse.url, user_id)
+    user_id = await synapse.register_user(localpart, password)
+    user = SyncedUser(synapse.url, user_id)
     cleanup.push_async_callback(user.close)
     await user.login(password)
     await user.start_syncing()

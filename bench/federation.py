@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,22 @@ from pathlib import Path
 import aiohttp
 from nio import JoinResponse
 
-from appservice.stack.local import LocalStack, StackOptions, TerritoryNode
+from appservice.stack.local import LocalStack, StackOptions
 
-from .environment import room_with
+from .environment import room_with, synced_user
 from .forum import ForumClient, Topic, message_to_comment, timed
 from .report import table
-from .roundtrip import Probe, RoundTripFailed, RoundTripOptions, progress, round_trip
+from .roundtrip import (
+    Measurement,
+    Probe,
+    RoundTripFailed,
+    RoundTripOptions,
+    measure_interleaved,
+    progress,
+    round_trip,
+)
 from .stats import Ratio, Summary
-from .synced_user import SyncedUser, event_key
+from .synced_user import event_key
 
 KINDS = ("seen_by_ca", "as_comment", "ca_comment", "plain")
 DESCRIPTIONS = {
@@ -59,33 +66,6 @@ class FederationResult:
         )
 
 
-async def _user(node: TerritoryNode, localpart: str, cleanup: AsyncExitStack) -> SyncedUser:
-    password = secrets.token_urlsafe(12)
-    user_id = await node.synapse.register_user(localpart, password)
-    user = SyncedUser(node.synapse.url, user_id)
-    cleanup.push_async_callback(user.close)
-    await user.login(password)
-    await user.start_syncing()
-    return user
-
-
-Measurement = Callable[[], Awaitable[float]]
-
-
-async def _measure(
-    probes: list[tuple[str, Measurement]], options: RoundTripOptions, result: FederationResult
-) -> None:
-    for iteration in range(options.warmup + options.runs):
-        shift = iteration % len(probes)
-        for kind, probe in probes[shift:] + probes[:shift]:
-            try:
-                elapsed_ms = await probe()
-            except RoundTripFailed as exc:
-                raise RoundTripFailed(f"iteration {iteration + 1}, {exc}") from None
-            if iteration >= options.warmup:
-                result.samples[kind].append(elapsed_ms)
-
-
 async def run(options: RoundTripOptions) -> FederationResult:
     result = FederationResult(options)
     with tempfile.TemporaryDirectory(prefix="unityplan-bench-", ignore_cleanup_errors=True) as tmp:
@@ -103,8 +83,8 @@ async def run(options: RoundTripOptions) -> FederationResult:
             await stack.start()  # stops what it started if it fails
             cleanup.push_async_callback(stack.stop)
             dk, ca = stack.territory("dk"), stack.territory("ca")
-            alice = await _user(dk, "alice", cleanup)
-            carol = await _user(ca, "carol", cleanup)
+            alice = await synced_user(dk.synapse, "alice", cleanup)
+            carol = await synced_user(ca.synapse, "carol", cleanup)
             session = await cleanup.enter_async_context(aiohttp.ClientSession())
             assert dk.config is not None
             api = ForumClient(session, dk.config.public_url, alice.client.access_token)
@@ -132,7 +112,7 @@ async def run(options: RoundTripOptions) -> FederationResult:
             ]
             progress(f"Measuring {options.warmup} warm-up + {options.runs} iterations...")
             try:
-                await _measure(probes, options, result)
+                await measure_interleaved(probes, options.warmup, options.runs, result.samples)
             except RoundTripFailed as exc:
                 result.error = str(exc)
             progress("Stopping the stack...")

@@ -22,7 +22,7 @@ import json
 import secrets
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,14 @@ from appservice.app import Platform
 
 from .environment import Environment, running_environment
 from .report import table
-from .roundtrip import Probe, RoundTripFailed, progress, round_trip
+from .roundtrip import (
+    Measurement,
+    Probe,
+    RoundTripFailed,
+    measure_interleaved,
+    progress,
+    round_trip,
+)
 from .stats import Ratio, Summary
 from .synced_user import SyncedUser, SyncFailed, event_key
 
@@ -198,9 +205,6 @@ async def _comment_to_message(env: Environment, topic: Topic) -> float:
     return await env.bob.arrival_of(event_key(str(posted["event_id"])))
 
 
-Measurement = Callable[[], Awaitable[float]]
-
-
 def _probes(env: Environment, topic: Topic, timeout_s: float) -> list[tuple[str, Measurement]]:
     plain = Probe("plain", env.bob_room, "hello bob", env.bob, event_key)
     return [
@@ -208,21 +212,6 @@ def _probes(env: Environment, topic: Topic, timeout_s: float) -> list[tuple[str,
         ("to_room", lambda: timed("to_room", timeout_s, _comment_to_message(env, topic))),
         ("plain", lambda: round_trip(env.alice, plain, timeout_s)),
     ]
-
-
-async def _measure(
-    env: Environment, topic: Topic, options: ForumOptions, result: ForumResult
-) -> None:
-    order = _probes(env, topic, options.timeout_s)
-    for iteration in range(options.warmup + options.runs):
-        shift = iteration % len(order)
-        for kind, probe in order[shift:] + order[:shift]:
-            try:
-                elapsed_ms = await probe()
-            except RoundTripFailed as exc:
-                raise RoundTripFailed(f"iteration {iteration + 1}, {exc}") from None
-            if iteration >= options.warmup:
-                result.samples[kind].append(elapsed_ms)
 
 
 def _transaction(sender: str, room_id: str, run: str, number: int) -> bytes:
@@ -289,7 +278,12 @@ async def run(options: ForumOptions) -> ForumResult:
             topic = await _setup(env, session)
             try:
                 progress(f"Measuring {options.warmup} warm-up + {options.runs} iterations...")
-                await _measure(env, topic, options, result)
+                await measure_interleaved(
+                    _probes(env, topic, options.timeout_s),
+                    options.warmup,
+                    options.runs,
+                    result.samples,
+                )
                 progress(f"Ingesting {options.transactions} transactions...")
                 ingest = result.ingest = await _ingest(env, session, topic, options)
                 if ingest.comments_added != ingest.events:

@@ -15,8 +15,9 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -113,16 +114,33 @@ async def measure(
     order: list[Probe] | None = None,
 ) -> None:
     """Fill ``samples`` (ms per kind) with the iterations after the warm-up ones."""
-    order = order or probes(env)
-    for iteration in range(options.warmup + options.runs):
-        shift = iteration % len(order)
-        for probe in order[shift:] + order[:shift]:
+    measurements: list[tuple[str, Measurement]] = [
+        (probe.kind, partial(round_trip, env.alice, probe, options.timeout_s))
+        for probe in order or probes(env)
+    ]
+    await measure_interleaved(measurements, options.warmup, options.runs, samples)
+
+
+Measurement = Callable[[], Awaitable[float]]
+
+
+async def measure_interleaved(
+    probes: list[tuple[str, Measurement]],
+    warmup: int,
+    runs: int,
+    samples: dict[str, list[float]],
+) -> None:
+    """Run every measurement once per iteration, in an order that rotates; keep the ms of the
+    iterations after the warm-up ones in ``samples`` by kind."""
+    for iteration in range(warmup + runs):
+        shift = iteration % len(probes)
+        for kind, probe in probes[shift:] + probes[:shift]:
             try:
-                elapsed_ms = await round_trip(env.alice, probe, options.timeout_s)
+                elapsed_ms = await probe()
             except RoundTripFailed as exc:
                 raise RoundTripFailed(f"iteration {iteration + 1}, {exc}") from None
-            if iteration >= options.warmup:
-                samples[probe.kind].append(elapsed_ms)
+            if iteration >= warmup:
+                samples[kind].append(elapsed_ms)
 
 
 async def round_trip(sender: SyncedUser, probe: Probe, timeout_s: float) -> float:

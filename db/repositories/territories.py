@@ -50,6 +50,11 @@ class Territory:
         )
 
 
+_SELECT = """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
+                     public_key, public_url
+              FROM global.territories"""
+
+
 class TerritoryRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -79,19 +84,13 @@ class TerritoryRepository:
 
     async def get(self, code: TerritoryCode) -> Territory | None:
         row = await self.db.fetchrow(
-            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
-                      public_key, public_url
-               FROM global.territories WHERE code = $1""",
+            f"{_SELECT} WHERE code = $1",
             code,
         )
         return Territory.from_row(row) if row else None
 
     async def all(self) -> list[Territory]:
-        rows = await self.db.fetch(
-            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
-                      public_key, public_url
-               FROM global.territories ORDER BY code"""
-        )
+        rows = await self.db.fetch(f"{_SELECT} ORDER BY code")
         return [Territory.from_row(row) for row in rows]
 
     async def set_settings(self, code: TerritoryCode, settings: dict[str, Any]) -> bool:
@@ -106,9 +105,7 @@ class TerritoryRepository:
 
     async def by_server_name(self, server_name: str) -> Territory | None:
         row = await self.db.fetchrow(
-            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
-                      public_key, public_url
-               FROM global.territories WHERE server_name = $1""",
+            f"{_SELECT} WHERE server_name = $1",
             server_name,
         )
         return Territory.from_row(row) if row else None
@@ -125,9 +122,7 @@ class TerritoryRepository:
 
     async def by_public_url(self, public_url: str) -> Territory | None:
         row = await self.db.fetchrow(
-            """SELECT code, name, server_name, homeserver_url, database_dsn, settings::text,
-                      public_key, public_url
-               FROM global.territories WHERE public_url = $1""",
+            f"{_SELECT} WHERE public_url = $1",
             public_url,
         )
         return Territory.from_row(row) if row else None

@@ -26,15 +26,30 @@ async def ca_admin(fed: LocalStack, ca: TerritoryNode) -> AsyncIterator[MatrixUs
     await admin.close()
 
 
-async def _knock(user: MatrixUser, room: str, via: str) -> int:
-    url = f"{user.node.synapse.url}/_matrix/client/v3/knock/{quote(room)}?server_name={quote(via)}"
+async def _over_federation(
+    user: MatrixUser, action: str, room: str, via: str
+) -> tuple[int, dict[str, Any]]:
+    """``knock`` or ``join`` a room of another homeserver, through ``via`` (nio cannot say via)."""
+    url = (
+        f"{user.node.synapse.url}/_matrix/client/v3/{action}/{quote(room)}?server_name={quote(via)}"
+    )
     async with aiohttp.ClientSession() as session:
         async with session.post(
-            url,
-            json={"reason": "let me in"},
-            headers={"Authorization": f"Bearer {user.client.access_token}"},
+            url, json={}, headers={"Authorization": f"Bearer {user.client.access_token}"}
         ) as resp:
-            return resp.status
+            return resp.status, await resp.json()
+
+
+async def _gated_room(moderator: MatrixUser, name: str, badge: str) -> str:
+    """A room the moderator makes, with the bot at power 100, gated by ``badge``."""
+    response = await moderator.client.room_create(
+        name=name, invite=[moderator.bot], power_level_override={"users": {moderator.bot: 100}}
+    )
+    assert isinstance(response, RoomCreateResponse), response
+    await moderator.bot_joined(response.room_id)
+    gated = await moderator.command(response.room_id, f"!gate require {badge}")
+    assert f"This room now requires {badge}" in body(gated), body(gated)
+    return response.room_id
 
 
 async def _members(user: MatrixUser, room: str) -> set[str]:
@@ -54,17 +69,10 @@ async def test_a_ca_badge_opens_and_closes_a_dk_gated_room(
     defined = await ca_admin.command(ca_dm, f"!badge define {badge} Trail guide")
     assert badge in body(defined), body(defined)
 
-    response = await dk_user.client.room_create(
-        name="Guides only", invite=[dk_user.bot], power_level_override={"users": {dk_user.bot: 100}}
-    )
-    assert isinstance(response, RoomCreateResponse), response
-    room = response.room_id
-    await dk_user.bot_joined(room)
-    gated = await dk_user.command(room, f"!gate require {badge}")
-    assert f"This room now requires {badge}" in body(gated), body(gated)
+    room = await _gated_room(dk_user, "Guides only", badge)
 
     # Without the badge: the knock (over federation) is refused, with a DM saying why.
-    assert await _knock(ca_user, room, dk.server_name) == 200
+    assert (await _over_federation(ca_user, "knock", room, dk.server_name))[0] == 200
     refusal = await ca_user.dm_from_bot(
         lambda e: "Your knock on" in body(e) and badge in body(e), bot=dk_user.bot, timeout=40
     )
@@ -142,15 +150,6 @@ async def test_a_ca_credential_verifies_at_dk_until_ca_revokes_it(
     assert any(reason.startswith("revoked on") for reason in revoked["reasons"]), revoked
 
 
-async def _join(user: MatrixUser, room: str, via: str) -> tuple[int, dict[str, Any]]:
-    url = f"{user.node.synapse.url}/_matrix/client/v3/join/{quote(room)}?server_name={quote(via)}"
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url, json={}, headers={"Authorization": f"Bearer {user.client.access_token}"}
-        ) as resp:
-            return resp.status, await resp.json()
-
-
 async def test_ca_refuses_its_own_member_at_a_dk_gated_room(
     fed: LocalStack,
     dk: TerritoryNode,
@@ -162,16 +161,10 @@ async def test_ca_refuses_its_own_member_at_a_dk_gated_room(
     with the reason (without it, only dk's "not invited" would come back)."""
     badge = f"ca-scout-{uuid.uuid4().hex[:6]}"
     await ca_admin.command(await ca_admin.room_with_bot(), f"!badge define {badge} Scout")
-    response = await dk_user.client.room_create(
-        name="Scouts only", invite=[dk_user.bot], power_level_override={"users": {dk_user.bot: 100}}
-    )
-    assert isinstance(response, RoomCreateResponse), response
-    room = response.room_id
-    await dk_user.bot_joined(room)
-    await dk_user.command(room, f"!gate require {badge}")
+    room = await _gated_room(dk_user, "Scouts only", badge)
 
     async def refused_by_ca() -> dict[str, Any] | None:
-        status, answer = await _join(ca_user, room, dk.server_name)
+        status, answer = await _over_federation(ca_user, "join", room, dk.server_name)
         assert status == 403, answer
         return answer if f"requires the badge {badge}" in answer.get("error", "") else None
 
@@ -181,7 +174,7 @@ async def test_ca_refuses_its_own_member_at_a_dk_gated_room(
     await dk_user.command(room, "!gate off")
 
     async def let_through_by_ca() -> bool:
-        status, answer = await _join(ca_user, room, dk.server_name)
+        status, answer = await _over_federation(ca_user, "join", room, dk.server_name)
         return status == 200 or f"requires the badge {badge}" not in answer.get("error", "")
 
     await eventually(let_through_by_ca, "ca forgetting the gate once dk lifts it")
