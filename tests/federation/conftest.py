@@ -26,7 +26,11 @@ async def fed() -> AsyncIterator[LocalStack]:
             more_territories=(("ca", "Canada"),),
             config_overrides={"appservice": {"retry_base_seconds": 0.1}},
             # ca keeps its data at home: its rooms do not federate, its answers are yes or no.
-            territory_overrides={"ca": {"territory": {"allow_cross_border": False}}},
+            territory_overrides={
+                "ca": {"territory": {"allow_cross_border": False}},
+                # dk lets ca's server knock (and get refusal DMs) a few times at once only.
+                "dk": {"limits": {"remote_server_per_hour": 60}},
+            },
         )
     )
     try:

@@ -15,7 +15,7 @@ from nio import RoomCreateResponse
 
 from appservice.stack.local import LocalStack, TerritoryNode
 from tests.federation.helpers import api, eventually
-from tests.matrix_user import MatrixUser, body
+from tests.matrix_user import MatrixUser, body, is_membership
 
 
 @pytest_asyncio.fixture
@@ -178,3 +178,51 @@ async def test_ca_refuses_its_own_member_at_a_dk_gated_room(
         return status == 200 or f"requires the badge {badge}" not in answer.get("error", "")
 
     await eventually(let_through_by_ca, "ca forgetting the gate once dk lifts it")
+
+
+async def test_knocks_from_one_server_are_limited(
+    fed: LocalStack, dk: TerritoryNode, dk_user: MatrixUser, ca_admin: MatrixUser
+) -> None:
+    """dk allows ca's server a few knocks and refusal DMs at once (remote_server_per_hour is 60
+    for dk in this stack: a burst of three, one more a minute); past that, knocks from ca wait
+    unanswered, while dk's own members are still answered."""
+    badge = f"ca-limited-{uuid.uuid4().hex[:6]}"
+    await ca_admin.command(await ca_admin.room_with_bot(), f"!badge define {badge} Limited")
+    room = await _gated_room(dk_user, "Busy room", badge)
+    ca = fed.territory("ca")
+    outcomes: list[str] = []
+    for _ in range(6):
+        knocker = await MatrixUser.create(fed, node=ca)
+        try:
+            assert (await _over_federation(knocker, "knock", room, dk.server_name))[0] == 200
+            try:
+                who = knocker.user_id
+                left = await dk_user.wait_for(
+                    room, lambda e, who=who: is_membership(e, who, "leave"), timeout=5
+                )
+                outcomes.append("refused" if left["sender"] == dk_user.bot else "left")
+            except TimeoutError:
+                state = await dk_user.client.room_get_state_event(
+                    room, "m.room.member", knocker.user_id
+                )
+                outcomes.append(str(getattr(state, "content", {}).get("membership")))
+        finally:
+            await knocker.close()
+        if outcomes[-1] == "knock":
+            break
+    # Past ca's burst (earlier tests in this stack spent some of it) a knock from ca waits
+    # unanswered ...
+    assert outcomes[-1] == "knock", outcomes
+    assert "left" not in outcomes, outcomes
+    # ... while the gate itself still answers everyone else at once: a dk member is refused.
+    local = await MatrixUser.create(fed, node=dk)
+    try:
+        knocked = await local.client.room_knock(room)
+        assert getattr(knocked, "room_id", None) == room, knocked
+        left = await dk_user.wait_for(
+            room, lambda e: is_membership(e, local.user_id, "leave"), timeout=20
+        )
+        assert left["sender"] == dk_user.bot
+        assert f"requires the badge {badge}" in left["content"]["reason"]
+    finally:
+        await local.close()
