@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated territory codes (default dk); with two or more, their homeservers "
         "federate over TLS on loopback, e.g. --territories dk,ca",
     )
+    dev.add_argument(
+        "--second-db",
+        action="store_true",
+        help="also start an empty second PostgreSQL server to move a territory to "
+        "(`unityplan territory migrate`; its admin is second_database_admin_url in stack.json)",
+    )
 
     registration = commands.add_parser("registration", help="the registration file for Synapse")
     reg = registration.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -128,6 +134,17 @@ def _parser() -> argparse.ArgumentParser:
     settings = territory_actions.add_parser("settings", help="change a territory's settings")
     settings.add_argument("code")
     settings.add_argument("values", nargs="+", metavar="key=value")
+    migrate = territory_actions.add_parser(
+        "migrate",
+        help="move a running territory's schema to another PostgreSQL server (logical replication)",
+    )
+    migrate.add_argument("code")
+    migrate.add_argument(
+        "--to", required=True, metavar="DSN", help="the admin of the server it moves to"
+    )
+    migrate.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to copy, and to catch up (120)"
+    )
     return parser
 
 
@@ -168,13 +185,16 @@ def _run_until_signal(
 
 
 def cmd_run(config: Config) -> int:
-    from .app import Platform
+    from .app import Platform, territory_home
 
     platform: Platform | None = None
 
     async def start() -> None:
         nonlocal platform
-        platform = Platform(config)
+        # Where the registry says this territory's schema is (it may have been moved).
+        platform = Platform(await territory_home(config))
+        # Moved while running: stop; the supervisor (or restart policy) starts us there.
+        platform.on_moved = lambda: os.kill(os.getpid(), signal.SIGTERM)
         await platform.start()
 
     async def stop() -> None:
@@ -199,7 +219,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if not codes or len(set(codes)) != len(codes):
         print("unityplan dev: name each territory once, e.g. --territories dk,ca.", file=sys.stderr)
         return EXIT_CONFIG
-    dev = DevStack(args.data_dir, [str(code) for code in codes])
+    dev = DevStack(args.data_dir, [str(code) for code in codes], second_db=args.second_db)
     return _run_until_signal(dev.start, dev.stop)
 
 
@@ -341,6 +361,9 @@ def cmd_territory(config: Config, args: argparse.Namespace) -> int:
         "set database.admin_url (UNITYPLAN_DATABASE_ADMIN_URL) to {what}."
     )
 
+    if args.action == "migrate":
+        return cmd_territory_migrate(config, args)
+
     async def main() -> int:
         async with AsyncExitStack() as stack:
             dbs = await stack.enter_async_context(
@@ -418,6 +441,70 @@ def cmd_territory(config: Config, args: argparse.Namespace) -> int:
                 )
             print(f"{code}: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
             return 0
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_territory_migrate(config: Config, args: argparse.Namespace) -> int:
+    """Move this territory's schema to another server while its appservice runs."""
+    from bridges.events.publisher import EventPublisher
+    from db import relocation
+    from db.database import Database, describe_dsn
+    from db.repositories.outbox import OutboxRepository
+    from db.repositories.territories import TerritoryRepository, dsn_without_password
+
+    code = territory_code(args.code)
+    if code != config.territory.code:
+        raise Refused(
+            f"Run it with territory {code}'s own config (its role and password move with it)."
+        )
+    admin_url = config.database.admin_url
+    if not admin_url:
+        raise Refused(
+            "Moving a territory needs the admin of the server it is on: set database.admin_url "
+            "(UNITYPLAN_DATABASE_ADMIN_URL)."
+        )
+    move = relocation.Relocation(
+        code=code,
+        source_admin=admin_url,
+        target_admin=args.to,
+        role_dsn=config.database.territory_url or config.database.url,
+    )
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
+    async def main() -> int:
+        try:
+            await relocation.prepare(move, progress)
+            await relocation.wait_copied(move, progress, args.timeout)
+            await relocation.cut_over(move, progress, args.timeout)
+        except BaseException as exc:
+            progress("Undoing: the territory stays where it was")
+            await relocation.abandon(move)
+            if isinstance(exc, relocation.RelocationRefused):
+                raise Refused(str(exc)) from exc
+            raise
+        target_dsn = move.target_role_dsn()
+        async with AsyncExitStack() as stack:
+            registry_db = Database(admin_url, name="admin", min_size=0, max_size=1)
+            await registry_db.start()
+            stack.push_async_callback(registry_db.stop)
+            await TerritoryRepository(registry_db).set_database_dsn(code, target_dsn)
+            progress(f"The registry names the new server; {code}'s appservice moves there")
+            await relocation.finish(move, progress)
+            # From the territory's new home: its relay publishes it once the appservice is there.
+            home = Database(target_dsn, name=f"territory_{code}", min_size=0, max_size=1)
+            await home.start()
+            stack.push_async_callback(home.stop)
+            events = EventPublisher(OutboxRepository(home, code), code)
+            await events.emit(
+                "territory.migrated",
+                {"territory": code, "database_dsn": dsn_without_password(target_dsn)},
+                actor=f"cli:{os.environ.get('USER', 'operator')}",
+            )
+        progress(f"Moved {code} to {describe_dsn(target_dsn)}.")
         return 0
 
     return asyncio.run(main())

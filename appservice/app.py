@@ -4,12 +4,15 @@ the running platform starts and stops."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 from aiohttp import web
 from mautrix.types import RoomID
 
@@ -42,7 +45,7 @@ from core.matrix import DirectMessenger, MatrixConnection, MatrixSettings
 from core.ports import ContentStore
 from core.ratelimit import RateLimiter
 from core.signing import public_key_text
-from db.database import Database
+from db.database import Database, describe_dsn
 from db.repositories.audit import AuditLog
 from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
 from db.repositories.consumed import ConsumedEventsRepository
@@ -115,6 +118,33 @@ def build_databases(config: Config, *, max_size: int | None = None) -> Databases
         else global_db
     )
     return Databases(global_db, territory_db)
+
+
+async def territory_home(config: Config) -> Config:
+    """The config with database.territory_url pointing where the registry says the territory's
+    schema is (after `unityplan territory migrate`), with the role's own password."""
+    db = config.database
+    current = db.territory_url or db.url
+    try:
+        conn = await asyncpg.connect(db.url, timeout=10)
+    except (OSError, asyncpg.PostgresError):
+        return config  # start-up reports the database itself
+    try:
+        if not await conn.fetchval("SELECT to_regclass('global.territories') IS NOT NULL"):
+            return config
+        registered = await conn.fetchval(
+            "SELECT database_dsn FROM global.territories WHERE code = $1", config.territory.code
+        )
+    finally:
+        await conn.close()
+    if not registered or on_same_server(registered, current):
+        return config
+    password = urlsplit(current).password
+    home = urlsplit(registered)
+    netloc = f"{home.username}:{password}@{home.netloc.rsplit('@', 1)[-1]}"
+    moved = home._replace(netloc=netloc).geturl()
+    log.info("The registry puts territory %s on %s", config.territory.code, describe_dsn(moved))
+    return config.model_copy(update={"database": db.model_copy(update={"territory_url": moved})})
 
 
 async def provisioned(config: Config) -> dict[str, list[int]]:
@@ -457,6 +487,8 @@ class Platform:
 
         self._migrated = False
         self._homeserver_connected = False
+        # Called when the registry moves the territory's schema (see _follow_registry).
+        self.on_moved: Callable[[], None] | None = None
         self._exit = AsyncExitStack()
 
     # --- builders -----------------------------------------------------------------------------
@@ -638,6 +670,7 @@ class Platform:
         self.background.start(self._connect_homeserver(), name="homeserver-connect")
         self.background.start(self.expiry.run(), name="badge-expiry")
         self.background.start(self.media_bridge.run(), name="media-queue")
+        self.background.start(self._follow_registry(), name="registry")
 
     @asynccontextmanager
     async def offline(self) -> AsyncIterator[Platform]:
@@ -651,6 +684,28 @@ class Platform:
                 await component.start()
                 stack.push_async_callback(component.stop)
             yield self
+
+    async def _follow_registry(self, interval: float = 2.0) -> None:
+        """Notice when the registry moves this territory's schema to another server (`unityplan
+        territory migrate`): then ``on_moved`` runs (`unityplan run` stops, and its supervisor or
+        the container's restart policy starts it again on the new server)."""
+        current = self.config.database.territory_url or self.config.database.url
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                territory = await self.territories.get(self.territory)
+            except Exception as exc:  # a paused or restarting database: look again later
+                log.debug("Cannot read the registry: %s", exc)
+                continue
+            if territory is not None and not on_same_server(territory.database_dsn, current):
+                log.warning(
+                    "Territory %s moved to %s; restarting there",
+                    self.territory,
+                    describe_dsn(territory.database_dsn),
+                )
+                if self.on_moved is not None:
+                    self.on_moved()
+                return
 
     async def _connect_homeserver(self) -> None:
         await self.matrix.connect_to_homeserver()

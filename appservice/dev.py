@@ -22,7 +22,7 @@ def _name(code: str) -> str:
 
 
 class DevStack:
-    def __init__(self, data_dir: Path, territories: list[str]) -> None:
+    def __init__(self, data_dir: Path, territories: list[str], *, second_db: bool = False) -> None:
         self.data_dir = data_dir.resolve()
         first, *more = territories
         # Federating homeservers have other server names (localhost:<port>), so a stack of several
@@ -36,6 +36,7 @@ class DevStack:
                 well_known_ports=True,
                 appservice_process=True,  # a supervised `unityplan run`, as in production
                 more_territories=tuple((code, _name(code)) for code in more),
+                second_postgres=second_db,
             )
         )
         self.stack.restart_listeners.append(self._appservice_restarted)

@@ -68,6 +68,8 @@ class StackOptions:
     more_territories: tuple[tuple[str, str], ...] = ()
     # Config values for one territory only (code -> section -> key -> value), over the above.
     territory_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # A second, empty PostgreSQL server to move a territory to (`unityplan territory migrate`).
+    second_postgres: bool = False
 
     @property
     def federating(self) -> bool:
@@ -270,6 +272,17 @@ class LocalStack:
             log_path=self.root / "logs" / "postgres.log",
             fast=options.fast,
         )
+        self.postgres2 = (
+            PostgresServer(
+                self.root / "postgres2" / "data",
+                self.ports["postgres2"],
+                log_path=self.root / "logs" / "postgres2.log",
+                fast=options.fast,
+                name="postgres2",
+            )
+            if options.second_postgres
+            else None
+        )
         names = [options.territory_name, *(name for _, name in options.more_territories)]
         self.territories = [
             TerritoryNode(self, index, code, name)
@@ -363,6 +376,8 @@ class LocalStack:
         }
         if self.options.federating:
             known["synapse_federation"] = 8448
+        if self.options.second_postgres:
+            known["postgres2"] = 5433
         for code in codes[1:]:
             known |= {f"synapse_{code}": None, f"appservice_{code}": None}
             known[f"synapse_federation_{code}"] = None
@@ -388,7 +403,10 @@ class LocalStack:
     async def start(self) -> None:
         self._make_traversable()
         try:
-            await asyncio.gather(self.postgres.start(), self.nats.start(), self.ipfs.start())
+            starts = [self.postgres.start(), self.nats.start(), self.ipfs.start()]
+            if self.postgres2 is not None:
+                starts.append(self.postgres2.start())
+            await asyncio.gather(*starts)
             for node in self.territories:
                 await node.provision_database()
                 node.write_config()
@@ -446,8 +464,17 @@ class LocalStack:
             "territories": [node.info() for node in self.territories],
             **({"appservice_pid": self.appservice.pid} if self.appservice else {}),
             **({"tls_ca_path": str(self.ca.cert_path)} if self.options.federating else {}),
+            # The second server's admin: the --to of `unityplan territory migrate`.
+            **(
+                {"second_database_admin_url": self.postgres2.dsn()}
+                if self.postgres2 is not None
+                else {}
+            ),
         }
 
     async def stop(self) -> None:
         await asyncio.gather(*(node.stop() for node in self.territories))
-        await asyncio.gather(self.ipfs.stop(), self.nats.stop(), self.postgres.stop())
+        stops = [self.ipfs.stop(), self.nats.stop(), self.postgres.stop()]
+        if self.postgres2 is not None:
+            stops.append(self.postgres2.stop())
+        await asyncio.gather(*stops)

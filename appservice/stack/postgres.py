@@ -70,7 +70,16 @@ def _hand_over(path: Path, user: str | None) -> None:
 
 
 class PostgresServer:
-    def __init__(self, data_dir: Path, port: int, *, log_path: Path, fast: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        *,
+        log_path: Path,
+        fast: bool = False,
+        name: str = "postgres",
+    ) -> None:
+        self.name = name  # names its pid file
         self.data_dir = data_dir
         self.port = port
         self.fast = fast
@@ -140,6 +149,13 @@ class PostgresServer:
             f"unix_socket_directories={self.data_dir}",
             "-c",
             "max_connections=200",
+            # Logical replication, so `unityplan territory migrate` can move a territory live.
+            "-c",
+            "wal_level=logical",
+            "-c",
+            "max_replication_slots=10",
+            "-c",
+            "max_wal_senders=10",
         ]
         if self.fast:
             settings += [
@@ -151,7 +167,7 @@ class PostgresServer:
                 "full_page_writes=off",
             ]
         self.process = ManagedProcess(
-            "postgres",
+            self.name,
             [str(self.bin / "postgres"), "-D", str(self.data_dir), *settings],
             log_path=self.log_path,
             user=self.user,

@@ -93,6 +93,15 @@ class TerritoryRepository:
         rows = await self.db.fetch(f"{_SELECT} ORDER BY code")
         return [Territory.from_row(row) for row in rows]
 
+    async def set_database_dsn(self, code: TerritoryCode, dsn: str) -> None:
+        """Where the territory's schema is now (stored without its password)."""
+        await self.db.execute(
+            """UPDATE global.territories SET database_dsn = $2, updated_at = now()
+               WHERE code = $1""",
+            code,
+            dsn_without_password(dsn),
+        )
+
     async def set_settings(self, code: TerritoryCode, settings: dict[str, Any]) -> bool:
         """False when no row changed: unknown, or another territory's (row-level security)."""
         status = await self.db.execute(

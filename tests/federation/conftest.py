@@ -24,6 +24,7 @@ async def fed() -> AsyncIterator[LocalStack]:
             fast=True,
             appservice_process=True,
             more_territories=(("ca", "Canada"),),
+            second_postgres=True,  # where test_live_migration moves ca
             config_overrides={"appservice": {"retry_base_seconds": 0.1}},
             # ca keeps its data at home: its rooms do not federate, its answers are yes or no.
             territory_overrides={
