@@ -477,6 +477,10 @@ def cmd_territory_migrate(config: Config, args: argparse.Namespace) -> int:
 
     async def main() -> int:
         try:
+            await relocation.check(move)  # changes nothing
+        except relocation.RelocationRefused as exc:
+            raise Refused(str(exc)) from exc
+        try:
             await relocation.prepare(move, progress)
             await relocation.wait_copied(move, progress, args.timeout)
             await relocation.cut_over(move, progress, args.timeout)

@@ -70,8 +70,8 @@ async def _connect(dsn: str) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, timeout=10)
 
 
-async def prepare(move: Relocation, progress: Progress) -> None:
-    """Steps 1 and 2; raises RelocationRefused when the servers are not ready for it."""
+async def check(move: Relocation) -> None:
+    """Before anything changes: RelocationRefused when the servers are not ready for the move."""
     source = await _connect(move.source_admin)
     target = await _connect(move.target_admin)
     try:
@@ -81,11 +81,23 @@ async def prepare(move: Relocation, progress: Progress) -> None:
                 f"The source server has wal_level = {level}; set wal_level = logical (and "
                 "max_replication_slots, max_wal_senders) in its postgresql.conf and restart it."
             )
+        if not await source.fetchval("SELECT to_regnamespace($1) IS NOT NULL", move.schema):
+            raise RelocationRefused(f"The source server has no schema {move.schema}.")
         if await target.fetchval("SELECT to_regnamespace($1) IS NOT NULL", move.schema):
             raise RelocationRefused(
                 f"The target server already has a schema {move.schema}; drop it or choose "
                 "another server."
             )
+    finally:
+        await source.close()
+        await target.close()
+
+
+async def prepare(move: Relocation, progress: Progress) -> None:
+    """Steps 1 and 2, after ``check``; ``abandon`` undoes them."""
+    source = await _connect(move.source_admin)
+    target = await _connect(move.target_admin)
+    try:
         progress(f"Creating the role {move.role} and the schema {move.schema} on the target")
         password = unquote(urlsplit(move.role_dsn).password or "") or None
         await ensure_login_role(target, move.role, password)

@@ -139,6 +139,14 @@ async def test_ca_moves_to_another_server_while_its_room_talks(
         assert envelope["data"] == {"territory": "ca", "database_dsn": dsn}
     finally:
         await client.close()
+    # Moving it again from the old server is refused before anything changes.
+    again, out = await _migrate(fed, ca)
+    assert again == 2 and "has no schema territory_ca" in out, out
+    target = await asyncpg.connect(fed.postgres2.dsn())
+    try:
+        assert await target.fetchval("SELECT to_regnamespace('territory_ca') IS NOT NULL")
+    finally:
+        await target.close()
     # The appservice answers again.
     assert psutil.pid_exists(ca.appservice.pid or 0)
     status, page = await api(ca, "GET", f"/api/forums/topics/{topic['id']}")
