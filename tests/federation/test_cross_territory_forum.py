@@ -97,3 +97,40 @@ async def test_a_ca_member_talks_in_a_dk_topic_room(
     # And the ca member sees the dk member's answer through their own homeserver.
     seen = await ca_user.wait_for(room, lambda e: e.get("event_id") == answer)
     assert body(seen) == "Welcome!"
+
+
+async def test_a_ca_members_file_becomes_a_dk_attachment(
+    fed: LocalStack, dk: TerritoryNode, dk_user: MatrixUser, ca_user: MatrixUser
+) -> None:
+    """The file lives on ca's homeserver; dk's media bridge fetches it over federation, stores it
+    on IPFS and lists it on the comment."""
+    status, topic = await api(
+        dk,
+        "POST",
+        "/api/forums/topics",
+        dk_user.client.access_token,
+        {"title": "Maps from abroad", "body": "Share your maps"},
+    )
+    assert status == 201, topic
+    joined = await ca_user.client.join(topic["alias"])
+    assert str(getattr(joined, "room_id", "")) == topic["room_id"], joined
+    data = b"a map of the coast\n" * 200
+    event_id = await ca_user.send_file(topic["room_id"], data, "coast.txt", "text/plain")
+
+    async def attached() -> dict[str, Any] | None:
+        status, page = await api(dk, "GET", f"/api/forums/topics/{topic['id']}/comments")
+        assert status == 200
+        for comment in page["comments"]:
+            if comment["event_id"] == event_id and comment["attachments"]:
+                return dict(comment)
+        return None
+
+    comment = await eventually(attached, "the ca member's file as a dk attachment", timeout=60)
+    assert comment["author"] == ca_user.user_id and comment["author_territory"] == "ca"
+    (attachment,) = comment["attachments"]
+    assert attachment["filename"] == "coast.txt" and attachment["size"] == len(data)
+    assert dk.config is not None
+    async with aiohttp.ClientSession() as session:
+        async with session.get(dk.config.public_url + attachment["url"]) as resp:
+            assert resp.status == 200
+            assert await resp.read() == data

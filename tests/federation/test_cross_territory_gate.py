@@ -226,3 +226,35 @@ async def test_knocks_from_one_server_are_limited(
         assert f"requires the badge {badge}" in left["content"]["reason"]
     finally:
         await local.close()
+
+
+async def test_a_ca_member_who_slips_into_a_dk_gated_room_is_removed(
+    fed: LocalStack, ca: TerritoryNode, dk_user: MatrixUser, ca_admin: MatrixUser
+) -> None:
+    """A server admin of ca skips ca's own module (Synapse exempts server admins); invited by a
+    dk moderator, they join over federation, and dk's safety net removes them for lacking the
+    badge. (A throwaway admin: after the kick, Synapse's partial-state join of the room can keep
+    that user's incremental /sync waiting, so no other test logs in as them.)"""
+    badge = f"ca-slip-{uuid.uuid4().hex[:6]}"
+    await ca_admin.command(await ca_admin.room_with_bot(), f"!badge define {badge} Slip")
+    room = await _gated_room(dk_user, "No slipping in", badge)
+    password = uuid.uuid4().hex
+    user_id = await ca.synapse.register_user(
+        f"sysadmin_{uuid.uuid4().hex[:6]}", password, admin=True
+    )
+    outsider = await MatrixUser.login(fed, user_id, password, node=ca)
+    try:
+        await dk_user.client.room_invite(room, outsider.user_id)
+
+        async def joined() -> bool:
+            await outsider.sync(timeout_ms=0)  # accepts the invite, joining over federation
+            return room in outsider.invites
+
+        await eventually(joined, "the invite reaching ca's server admin")
+        kick = await dk_user.wait_for(
+            room, lambda e: is_membership(e, outsider.user_id, "leave"), timeout=40
+        )
+        assert kick["sender"] == dk_user.bot
+        assert f"requires the badge {badge}" in kick["content"]["reason"]
+    finally:
+        await outsider.close()

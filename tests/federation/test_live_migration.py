@@ -20,7 +20,7 @@ from tests.federation.helpers import api, eventually
 from tests.matrix_user import MatrixUser
 
 
-async def _migrate(fed: LocalStack, ca: TerritoryNode) -> tuple[int, str]:
+async def _migrate(fed: LocalStack, ca: TerritoryNode, *extra: str) -> tuple[int, str]:
     assert fed.postgres2 is not None
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -33,6 +33,7 @@ async def _migrate(fed: LocalStack, ca: TerritoryNode) -> tuple[int, str]:
         "ca",
         "--to",
         fed.postgres2.dsn(),
+        *extra,
         env={**os.environ, "UNITYPLAN_DATABASE_ADMIN_URL": fed.postgres.dsn()},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -76,6 +77,21 @@ async def test_ca_moves_to_another_server_while_its_room_talks(
     old_pid = ca.appservice.pid
     try:
         await asyncio.sleep(1)  # messages flow before the move
+        # A target that cannot copy in time: everything is undone, ca stays where it is.
+        rolled_back, out = await _migrate(fed, ca, "--timeout", "0")
+        assert rolled_back == 2 and "did not copy" in out and "Undoing" in out, out
+        for dsn in (fed.postgres.dsn(), fed.postgres2.dsn()):
+            conn = await asyncpg.connect(dsn)
+            try:
+                assert not await conn.fetchval("SELECT count(*) FROM pg_publication")
+                assert not await conn.fetchval("SELECT count(*) FROM pg_subscription")
+                on_source = dsn == fed.postgres.dsn()
+                present = await conn.fetchval("SELECT to_regnamespace('territory_ca') IS NOT NULL")
+                assert present is on_source
+            finally:
+                await conn.close()
+        assert ca.appservice.pid == old_pid
+
         done, out = await _migrate(fed, ca)
         assert done == 0, out
         assert "Copying tables" in out and "caught up" in out and "Moved ca" in out, out
