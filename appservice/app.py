@@ -310,7 +310,9 @@ class Platform:
         self.inbox = TransactionRepository(self.territory_db, code)
         self.outbox = OutboxRepository(self.territory_db, code)
         self.consumed = ConsumedEventsRepository(self.territory_db, code)
-        self.events = EventPublisher(self.outbox, code)
+        self.events = EventPublisher(
+            self.outbox, code, lambda: not self.territory_settings.allow_cross_border
+        )
         self.event_metrics = EventMetrics(self.metrics.registry)
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
         self.bus_trust = BusTrust(self.signing_key, code, self.territories)
@@ -522,7 +524,7 @@ class Platform:
                 self.territory
             )
         )
-        bus.add_consumer(BadgeNotifier(self.effects, prefix).spec(self.territory))
+        bus.add_consumer(BadgeNotifier(self.effects, self.awards, prefix).spec(self.territory))
         bus.add_consumer(self.gate.consumer(self.territory))
         bus.add_consumer(self.gate.remote_gates_consumer(self.territory))
         bus.add_consumer(self.territory_settings.consumer())

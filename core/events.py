@@ -18,6 +18,24 @@ from db.territory import territory_code
 SUBJECT_ROOT = "unityplan"
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
+# Event data about a member rather than the territory's own things: who (user_id, author), what
+# was said about or by them (reason, filename, the Matrix event), and how they did and until when
+# (score, attempt, expires_at, expired_at). A territory that keeps its members' data at home
+# (allow_cross_border: false) publishes its events without these.
+MEMBER_DATA_KEYS = frozenset(
+    {
+        "user_id",
+        "author",
+        "reason",
+        "filename",
+        "event_id",
+        "score",
+        "attempt",
+        "expires_at",
+        "expired_at",
+    }
+)
+
 
 class EventEnvelope(BaseModel):
     """One domain event: ``type`` is ``<aggregate>.<event>``, e.g. ``badge.awarded``."""

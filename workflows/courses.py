@@ -204,10 +204,15 @@ class CourseService:
             )
         previous = await self.courses.latest_enrollment(user_id, slug)
         async with self.db.transaction():
-            await self.courses.enroll(user_id, course)
+            enrollment = await self.courses.enroll(user_id, course)
             await self.events.emit(
                 "course.enrolled",
-                {"user_id": user_id, "course": slug, "version": course.version},
+                {
+                    "enrollment_id": enrollment.id,
+                    "user_id": user_id,
+                    "course": slug,
+                    "version": course.version,
+                },
                 actor=user_id,
             )
         return course, previous is not None
@@ -250,7 +255,9 @@ class CourseService:
                     best_score=1.0,
                     completed=True,
                 )
-                await self._completed(user_id, course, score=1.0, attempt=1, room_id=None)
+                await self._completed(
+                    user_id, course, enrollment.id, score=1.0, attempt=1, room_id=None
+                )
                 return Finished(course, completed_now=True)
             answered = await self.courses.answered(enrollment.id, enrollment.attempt)
             shown = enrollment.questions_shown
@@ -327,16 +334,29 @@ class CourseService:
             )
             if passed:
                 await self._completed(
-                    user_id, course, score=score, attempt=enrollment.attempt, room_id=room_id
+                    user_id,
+                    course,
+                    enrollment.id,
+                    score=score,
+                    attempt=enrollment.attempt,
+                    room_id=room_id,
                 )
             return AnswerOutcome(course, correct, True, score, passed)
 
     async def _completed(
-        self, user_id: str, course: Course, *, score: float, attempt: int, room_id: str | None
+        self,
+        user_id: str,
+        course: Course,
+        enrollment_id: int,
+        *,
+        score: float,
+        attempt: int,
+        room_id: str | None,
     ) -> None:
         await self.events.emit(
             "course.completed",
             {
+                "enrollment_id": enrollment_id,
                 "user_id": user_id,
                 "course": course.slug,
                 "version": course.version,

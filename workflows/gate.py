@@ -38,6 +38,7 @@ from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
 from db.repositories.courses import CourseRepository
 from db.repositories.gates import Gate, GateRepository, Mode
 from db.repositories.territories import TerritoryRepository
+from db.territory import territory_code
 
 from .territory import TerritorySettings
 
@@ -331,9 +332,13 @@ class GateService:
                     "invite", event.room_id, user_id, "You hold the badges this room needs."
                 )
                 self.metrics.actions.labels("invited").inc()
+                await self.gates.forget_knock(event.room_id, user_id)
             else:
                 await self._remove(user_id, event.room_id, decision.reason, "knock_refused")
-        elif not decision.allowed and not await self._is_exempt(user_id, event.room_id):
+                await self.gates.remember_refused_knock(event.room_id, user_id)
+        elif decision.allowed:
+            await self.gates.forget_knock(event.room_id, user_id)
+        elif not await self._is_exempt(user_id, event.room_id):
             await self._remove(user_id, event.room_id, decision.reason, "kicked")
 
     async def _keep_within_borders(self, user_id: str, room_id: str) -> None:
@@ -423,7 +428,21 @@ class GateService:
         self.invalidate(room_id=room_id)
 
     async def on_badge_event(self, event: EventEnvelope) -> None:
-        user_id, badge = str(event.data["user_id"]), str(event.data["badge"])
+        badge = str(event.data["badge"])
+        if event.territory == self.territory:
+            # Our own award: whose it is comes from our database, not from the event.
+            award_id = event.data.get("award_id")
+            award = await self.awards.get(award_id) if isinstance(award_id, int) else None
+            if award is None:
+                log.warning("%s %s names no award of ours: ignored", event.type, event.id)
+                return
+            await self._follow_badge(event.type, award.user_id, award.badge_slug)
+            return
+        if "user_id" not in event.data:
+            # A territory that keeps its members' data at home says only which badge changed.
+            await self._recheck_members_of(event.territory, badge, event.type)
+            return
+        user_id = str(event.data["user_id"])
         if not await self._speaks_for(event.territory, user_id):
             log.info(
                 "Ignoring %s from %s about %s: not that territory's member",
@@ -432,8 +451,43 @@ class GateService:
                 user_id,
             )
             return
-        self.invalidate(user_id=user_id)
+        await self._follow_badge(event.type, user_id, badge)
+
+    async def _recheck_members_of(self, territory: str, badge: str, event_type: str) -> None:
+        """Ask ``badge.check`` about ``territory``'s members in our rooms that need ``badge``: on
+        an award, those whose knock was refused (they are invited when it now says yes); on a
+        revocation or expiry, those inside (they leave when it no longer vouches for them)."""
+        home = await self.territories.get(territory_code(territory))
+        if home is None or not home.server_name:
+            return
         for gate in await self.gates.requiring(badge):
+            if event_type in ("badge.awarded", "badge.renewed"):
+                for knocker in await self.gates.refused_knockers(gate.room_id, home.server_name):
+                    decision = await self.decide(knocker, gate.room_id, fresh=True)
+                    if decision.allowed:
+                        await self.effects.membership(
+                            "invite",
+                            RoomID(gate.room_id),
+                            knocker,
+                            f"Your badge {badge} opens this room.",
+                        )
+                        self.metrics.actions.labels("invited").inc()
+                        await self.gates.forget_knock(gate.room_id, knocker)
+                continue
+            try:
+                members = await self.matrix.bot.get_joined_members(RoomID(gate.room_id))
+            except MatrixError as exc:
+                log.warning("Cannot read the members of gated room %s: %s", gate.room_id, exc)
+                continue
+            for member in members:
+                if server_of(member) == home.server_name:
+                    await self._follow_badge(event_type, str(member), badge, only=gate)
+
+    async def _follow_badge(
+        self, event_type: str, user_id: str, badge: str, *, only: Gate | None = None
+    ) -> None:
+        self.invalidate(user_id=user_id)
+        for gate in [only] if only else await self.gates.requiring(badge):
             room = RoomID(gate.room_id)
             try:
                 members = await self.matrix.bot.get_joined_members(room)
@@ -441,13 +495,13 @@ class GateService:
                 log.warning("Cannot read the members of gated room %s: %s", room, exc)
                 continue
             decision = await self.decide(user_id, gate.room_id, fresh=True)
-            if event.type in ("badge.revoked", "badge.expired"):
+            if event_type in ("badge.revoked", "badge.expired"):
                 if (
                     UserID(user_id) in members
                     and not decision.allowed
                     and not await self._is_exempt(user_id, gate.room_id)
                 ):
-                    why = "revoked" if event.type == "badge.revoked" else "expired"
+                    why = "revoked" if event_type == "badge.revoked" else "expired"
                     await self._remove(
                         user_id,
                         gate.room_id,

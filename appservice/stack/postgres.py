@@ -78,8 +78,10 @@ class PostgresServer:
         log_path: Path,
         fast: bool = False,
         name: str = "postgres",
+        wal_level: str = "logical",
     ) -> None:
         self.name = name  # names its pid file
+        self.wal_level = wal_level
         self.data_dir = data_dir
         self.port = port
         self.fast = fast
@@ -151,7 +153,7 @@ class PostgresServer:
             "max_connections=200",
             # Logical replication, so `unityplan territory migrate` can move a territory live.
             "-c",
-            "wal_level=logical",
+            f"wal_level={self.wal_level}",
             "-c",
             "max_replication_slots=10",
             "-c",

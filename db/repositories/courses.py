@@ -207,6 +207,13 @@ class CourseRepository:
         )
         return Enrollment.from_row(row) if row else None
 
+    async def enrollment(self, enrollment_id: int) -> Enrollment | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_ENROLLMENT_COLUMNS} FROM {self.schema}.enrollments WHERE id = $1",
+            enrollment_id,
+        )
+        return Enrollment.from_row(row) if row else None
+
     async def latest_enrollment(self, user_id: str, slug: str) -> Enrollment | None:
         row = await self.db.fetchrow(
             f"""SELECT {_ENROLLMENT_COLUMNS} FROM {self.schema}.enrollments

@@ -105,6 +105,32 @@ class GateRepository:
             territory,
         )
 
+    async def remember_refused_knock(self, room_id: str, user_id: str) -> None:
+        await self.db.execute(
+            f"""INSERT INTO {self.schema}.refused_knocks (room_id, user_id) VALUES ($1, $2)
+                ON CONFLICT (room_id, user_id) DO UPDATE SET refused_at = now()""",
+            room_id,
+            user_id,
+        )
+
+    async def forget_knock(self, room_id: str, user_id: str) -> None:
+        await self.db.execute(
+            f"DELETE FROM {self.schema}.refused_knocks WHERE room_id = $1 AND user_id = $2",
+            room_id,
+            user_id,
+        )
+
+    async def refused_knockers(self, room_id: str, server_name: str) -> list[str]:
+        """Who of ``server_name`` knocked on ``room_id`` and was refused (newest first)."""
+        rows = await self.db.fetch(
+            f"""SELECT user_id FROM {self.schema}.refused_knocks
+                WHERE room_id = $1 AND right(user_id, length($2) + 1) = ':' || $2
+                ORDER BY refused_at DESC""",
+            room_id,
+            server_name,
+        )
+        return [row["user_id"] for row in rows]
+
     async def requiring(self, badge: str) -> list[Gate]:
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM {self.schema}.gated_rooms WHERE $1 = ANY(badges)", badge

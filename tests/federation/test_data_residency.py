@@ -131,3 +131,69 @@ async def test_ca_answers_badge_checks_with_yes_or_no_only_as_its_settings_say(
         return await _ask_ca(fed, ca_user.user_id, badge) == {"valid": True}
 
     await eventually(quiet_again, "ca answering yes or no only again")
+
+
+async def _listen(fed: LocalStack, subject: str) -> tuple[Any, list[dict[str, Any]]]:
+    """Every envelope published on ``subject`` from now on, as other territories receive it."""
+    client = await nats.connect(fed.nats.url)
+    seen: list[dict[str, Any]] = []
+
+    async def on_event(message: Msg) -> None:
+        seen.append(json.loads(message.data))
+
+    await client.subscribe(subject, cb=on_event)
+    return client, seen
+
+
+async def test_what_crosses_the_bus_from_ca_and_what_does_not(
+    fed: LocalStack, ca: TerritoryNode, ca_user: MatrixUser, dk: TerritoryNode, dk_user: MatrixUser
+) -> None:
+    """ca's badge and course events name the badge and ca's own rows, never the member: no user
+    id, no reason, no dates. ca's own consumers still DM the member (they read the award row).
+    dk, which allows cross-border, publishes its members' ids as before."""
+    ca_bus, ca_seen = await _listen(fed, "unityplan.ca.>")
+    dk_bus, dk_seen = await _listen(fed, "unityplan.dk.badge.>")
+    ca_demo = next(u for u in ca.demo_users if u.role == "admin")
+    dk_demo = next(u for u in dk.demo_users if u.role == "admin")
+    ca_admin = await MatrixUser.login(fed, ca_demo.user_id, ca_demo.password, node=ca)
+    dk_admin = await MatrixUser.login(fed, dk_demo.user_id, dk_demo.password, node=dk)
+    try:
+        badge = f"ca-home-{uuid.uuid4().hex[:6]}"
+        dm = await ca_admin.room_with_bot()
+        await ca_admin.command(dm, f"!badge define {badge} At home --valid-days 30")
+        await ca_admin.command(dm, f"!badge award {ca_user.user_id} {badge}")
+        await ca_admin.command(dm, f"!badge revoke {ca_user.user_id} {badge} private matter")
+        # ca's own consumer told the member, with the reason, from ca's own rows.
+        notice = await ca_user.dm_from_bot(lambda e: badge in e["content"].get("body", ""))
+        assert "earned" in notice["content"]["body"] or "revoked" in notice["content"]["body"]
+        await ca_user.dm_from_bot(lambda e: "private matter" in e["content"].get("body", ""))
+
+        dk_badge = f"dk-open-{uuid.uuid4().hex[:6]}"
+        dk_dm = await dk_admin.room_with_bot()
+        await dk_admin.command(dk_dm, f"!badge define {dk_badge} Open --valid-days 30")
+        await dk_admin.command(dk_dm, f"!badge award {dk_user.user_id} {dk_badge}")
+
+        async def ca_published() -> list[dict[str, Any]] | None:
+            kinds = {e["type"] for e in ca_seen if e.get("data", {}).get("badge") == badge}
+            ok = {"badge.awarded", "badge.revoked"} <= kinds
+            return [e for e in ca_seen if e.get("data", {}).get("badge") == badge] if ok else None
+
+        events = await eventually(ca_published, "ca's award and revocation on the bus")
+        for event in events:
+            assert event["data"]["award_id"], event
+            raw = json.dumps(event)
+            assert ca_user.user_id not in raw, event
+            assert "private matter" not in raw, event
+            assert not {"user_id", "reason", "expires_at"} & set(event["data"]), event
+            assert event["actor"] is None, event  # the admin is a member too
+
+        async def dk_published() -> dict[str, Any] | None:
+            return next((e for e in dk_seen if e.get("data", {}).get("badge") == dk_badge), None)
+
+        dk_event = await eventually(dk_published, "dk's award on the bus")
+        assert dk_event["data"]["user_id"] == dk_user.user_id
+    finally:
+        await ca_admin.close()
+        await dk_admin.close()
+        await ca_bus.close()
+        await dk_bus.close()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import asyncpg
 import pytest
 
 from appservice.app import Platform
 from appservice.stack.local import LocalStack
+from appservice.stack.postgres import PostgresServer
+from appservice.stack.process import free_port
 from db.database import Database
 from db.migrations import migrations_for
+from db.relocation import Relocation, RelocationRefused, check
 from db.repositories.territories import dsn_without_password
 from db.setup import migrate_all
 from db.territory import InvalidTerritoryCode, territory_code, territory_schema
@@ -111,3 +115,39 @@ async def test_after_commit_waits_for_the_outermost_transaction(platform: Platfo
             db.after_commit(lambda: ran.append("rolled back"))
             raise RuntimeError("boom")
     assert ran[-1] == "rolled back"  # invalidations are safe after a rollback too
+
+
+async def test_a_move_from_a_server_without_logical_replication_is_refused(
+    stack: LocalStack,
+) -> None:
+    """`territory migrate` checks the source first: a server at wal_level = replica (PostgreSQL's
+    default) is refused with what to set, before anything is created on either server."""
+    root = stack.root / "replica-only"  # where the stack's unprivileged PostgreSQL user may go
+    source = PostgresServer(
+        root / "data",
+        free_port(),
+        log_path=root / "pg.log",
+        fast=True,
+        name="postgres-replica-only",
+        wal_level="replica",
+    )
+    await source.start()
+    try:
+        move = Relocation(
+            territory_code("dk"),
+            source_admin=source.dsn(),
+            target_admin=stack.postgres.dsn(),
+            role_dsn=stack.postgres.dsn(),
+        )
+        with pytest.raises(RelocationRefused, match="wal_level = replica; set wal_level = logical"):
+            await check(move)
+        target = await asyncpg.connect(stack.postgres.dsn())
+        try:
+            assert not await target.fetchval(
+                "SELECT count(*) FROM pg_subscription WHERE subname = $1", move.name
+            )
+        finally:
+            await target.close()
+    finally:
+        await source.stop()
+        shutil.rmtree(root, ignore_errors=True)

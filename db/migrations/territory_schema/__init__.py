@@ -15,6 +15,7 @@ from . import (
     v009_effects_and_retries,
     v010_credential_ids,
     v011_remote_gates,
+    v012_refused_knocks,
 )
 
 MODULES = (
@@ -29,4 +30,5 @@ MODULES = (
     v009_effects_and_retries,
     v010_credential_ids,
     v011_remote_gates,
+    v012_refused_knocks,
 )
