@@ -8,6 +8,8 @@ unityplan [-c CONFIG] db migrate
 unityplan [-c CONFIG] course import FILE
 unityplan [-c CONFIG] territory info [CODE] | list | add CODE --name … --server-name … --homeserver URL --db DSN
                                   [--data-residency R] [--no-cross-border] | settings CODE key=value…
+unityplan [-c CONFIG] territory backup CODE --to FILE | restore FILE --db DSN
+unityplan [-c CONFIG] audit [--user @u:server] [--action A] [--limit N] [--json]
 unityplan [-c CONFIG] deadletters list [--limit N] [--json] | retry ID... | drop ID...
 """
 
@@ -118,6 +120,18 @@ def _parser() -> argparse.ArgumentParser:
         action = dead_actions.add_parser(name, help=what)
         action.add_argument("ids", nargs="+", metavar="ID", help="effect:N or event:$id")
 
+    audit = commands.add_parser(
+        "audit", help="this territory's audit log, newest first (reading it is recorded too)"
+    )
+    audit.add_argument("--user", default=None, help="only entries by or about this Matrix ID")
+    audit.add_argument(
+        "--action",
+        default=None,
+        help="only this action, or a family ending in '.' (personal_data.)",
+    )
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+
     territory = commands.add_parser("territory", help="the territory registry")
     territory_actions = territory.add_subparsers(dest="action", required=True, metavar="ACTION")
     info = territory_actions.add_parser("info", help="a territory's registry entry (default: this)")
@@ -144,6 +158,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to copy, and to catch up (120)"
+    )
+    backup = territory_actions.add_parser(
+        "backup", help="write a backup of a territory (its schema and its shared rows) to one file"
+    )
+    backup.add_argument("code")
+    backup.add_argument("--to", required=True, type=Path, metavar="FILE", help="a tar file")
+    restore = territory_actions.add_parser(
+        "restore", help="restore a backup into an empty PostgreSQL server and check it"
+    )
+    restore.add_argument("file", type=Path, metavar="FILE")
+    restore.add_argument(
+        "--db", required=True, metavar="DSN", help="the admin of the server to restore into"
     )
     return parser
 
@@ -320,7 +346,14 @@ def cmd_course_import(config: Config, file: Path) -> int:
     return asyncio.run(main())
 
 
-TERRITORY_SETTINGS = {"data_residency": str, "allow_cross_border": bool}
+TERRITORY_SETTINGS: dict[str, Any] = {
+    "data_residency": str,
+    "allow_cross_border": bool,
+    "audit_retention_days": int,
+    "comment_retention_days": int,
+    "answer_retention_days": int,
+    "erasure_comments": ("remove", "keep"),
+}
 
 
 def _territory_json(territory: Any) -> dict[str, Any]:
@@ -339,10 +372,17 @@ def _setting(raw: str) -> tuple[str, Any]:
     key, sep, value = raw.partition("=")
     if not sep or key not in TERRITORY_SETTINGS:
         raise Refused(f"{raw!r} is not key=value with a key of {', '.join(TERRITORY_SETTINGS)}.")
-    if TERRITORY_SETTINGS[key] is bool:
+    kind = TERRITORY_SETTINGS[key]
+    if kind is bool:
         if value.lower() not in ("true", "false", "yes", "no"):
             raise Refused(f"{key} is true or false, not {value!r}.")
         return key, value.lower() in ("true", "yes")
+    if kind is int:
+        if not value.isdigit():
+            raise Refused(f"{key} is a number of days (0 keeps for good), not {value!r}.")
+        return key, int(value)
+    if isinstance(kind, tuple) and value not in kind:
+        raise Refused(f"{key} is one of {', '.join(kind)}, not {value!r}.")
     return key, value
 
 
@@ -363,6 +403,8 @@ def cmd_territory(config: Config, args: argparse.Namespace) -> int:
 
     if args.action == "migrate":
         return cmd_territory_migrate(config, args)
+    if args.action in ("backup", "restore"):
+        return cmd_territory_backup(config, args)
 
     async def main() -> int:
         async with AsyncExitStack() as stack:
@@ -514,6 +556,84 @@ def cmd_territory_migrate(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def cmd_territory_backup(config: Config, args: argparse.Namespace) -> int:
+    """`backup`: this territory's schema and shared rows to one file, as its own role.
+    `restore`: such a file into an empty server (its admin), for this config's role."""
+    import asyncpg
+
+    from db import backup
+
+    from .app import territory_home
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
+    async def main() -> None:
+        own = territory_code(config.territory.code)
+        if args.action == "restore":
+            await backup.restore(args.file, args.db, config.database.url, progress, expect=own)
+            return
+        code = territory_code(args.code)
+        if code != own:
+            raise Refused(
+                f"Back up territory {code} with its own config (its role reads its rows)."
+            )
+        db = (await territory_home(config)).database  # where the registry says its schema is
+        await backup.backup(code, db.territory_url or db.url, args.to, progress, global_dsn=db.url)
+
+    try:
+        asyncio.run(main())
+    except backup.BackupRefused as exc:
+        raise Refused(str(exc)) from exc
+    except (backup.BackupFailed, OSError, asyncpg.PostgresError) as exc:
+        print(f"unityplan: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_audit(config: Config, args: argparse.Namespace) -> int:
+    from db.repositories.audit import AuditLog
+
+    from .app import opened_databases
+
+    async def main() -> int:
+        code = territory_code(config.territory.code)
+        async with opened_databases(config, migrate=False) as dbs:
+            audit = AuditLog(dbs.global_db, code)
+            entries = await audit.search(about=args.user, action=args.action, limit=args.limit)
+            # The log names members: reading it is an access like any other.
+            await audit.record(
+                f"cli:{os.environ.get('USER', 'operator')}",
+                "audit.viewed",
+                target=args.user,
+                details={"entries": len(entries), "via": "cli", "action": args.action},
+            )
+        for e in entries:
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "id": e.id,
+                            "occurred_at": e.occurred_at.isoformat(),
+                            "actor": e.actor,
+                            "action": e.action,
+                            "target": e.target,
+                            "room_id": e.room_id,
+                            "details": e.details,
+                        }
+                    )
+                )
+            else:
+                target = f" -> {e.target}" if e.target else ""
+                room = f" in {e.room_id}" if e.room_id else ""
+                print(f"{e.occurred_at:%Y-%m-%d %H:%M:%S} {e.action} by {e.actor}{target}{room}")
+        if not entries and not args.json:
+            print("No audit log entries match.")
+        return 0
+
+    return asyncio.run(main())
+
+
 def cmd_deadletters(config: Config, args: argparse.Namespace) -> int:
     from db.repositories.effects import EffectRepository
     from db.repositories.transactions import TransactionRepository
@@ -610,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_course_import(config, args.file)
         if args.command == "deadletters":
             return cmd_deadletters(config, args)
+        if args.command == "audit":
+            return cmd_audit(config, args)
         return cmd_territory(config, args)
     except DomainError as exc:
         # The one place the CLI says a refusal: its sentence, exit code 2.

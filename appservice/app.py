@@ -34,6 +34,7 @@ from commands.course import CourseCommands
 from commands.forum import ForumCommands
 from commands.gate import GateCommands
 from commands.help import HelpCommands
+from commands.me import MeCommands
 from commands.mod import ModerationCommands
 from commands.permissions import PermissionChecker
 from commands.router import CommandRouter
@@ -55,6 +56,7 @@ from db.repositories.effects import EffectRepository
 from db.repositories.forum import ForumRepository
 from db.repositories.gates import GateRepository
 from db.repositories.media import MediaRepository
+from db.repositories.member_data import MemberDataRepository
 from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
 from db.repositories.transactions import TransactionRepository
@@ -66,10 +68,12 @@ from workflows.badge_events import BadgeNotifier, CourseBadgeAwarder
 from workflows.badges import BadgeService
 from workflows.courses import CourseService
 from workflows.credentials import CredentialIssuer, load_or_create_signing_key
+from workflows.data_rights import MemberDataService
 from workflows.expiry import ExpiryScheduler
 from workflows.forum import ForumService
 from workflows.gate import GateMetrics, GateService
 from workflows.materials import DELIVERY, MaterialStore
+from workflows.retention import RetentionMetrics, RetentionPurge
 from workflows.territory import TerritorySettings
 
 from .badge_api import HttpCredentialStatus, add_badge_routes
@@ -78,7 +82,9 @@ from .config import Config, ConfigError
 from .dispatcher import Dispatcher
 from .gate_api import add_gate_routes
 from .health import HealthChecks
+from .homeserver_admin import SynapseAdmin
 from .invites import BotInviteHandler
+from .member_api import add_member_routes
 from .metrics import Metrics
 from .queries import NamespaceQueries
 from .server import add_operational_routes, json_errors
@@ -304,6 +310,10 @@ class Platform:
             {
                 "data_residency": config.territory.data_residency,
                 "allow_cross_border": config.territory.allow_cross_border,
+                "audit_retention_days": config.territory.audit_retention_days,
+                "comment_retention_days": config.territory.comment_retention_days,
+                "answer_retention_days": config.territory.answer_retention_days,
+                "erasure_comments": config.territory.erasure_comments,
             },
         )
         self.audit = AuditLog(self.global_db, code)
@@ -319,7 +329,8 @@ class Platform:
         self.badge_checks = BadgeCheckClient(
             self.nats, self.territories, self.bus_trust, self.event_metrics
         )
-        self.messenger = DirectMessenger(self.matrix, DirectRoomRepository(self.territory_db, code))
+        self.direct_rooms = DirectRoomRepository(self.territory_db, code)
+        self.messenger = DirectMessenger(self.matrix, self.direct_rooms)
         self.effect_repo = EffectRepository(self.territory_db, code)
         self.effects = Effects(self.effect_repo)
         self.effect_sender = EffectSender(
@@ -432,6 +443,31 @@ class Platform:
             holds_badge=self.awards.holds,
             issuer_scopes=config.permissions.issuer_scopes,
         )
+        # Members' data rights: export, erasure, retention.
+        self.member_data_repo = MemberDataRepository(self.territory_db, self.global_db, code)
+        admin_token = config.homeserver.admin_token or None
+        self.member_data = MemberDataService(
+            db=self.territory_db,
+            repo=self.member_data_repo,
+            credentials=self.credentials,
+            audit=self.audit,
+            effects=self.effects,
+            events=self.events,
+            settings=self.territory_settings,
+            matrix=self.matrix,
+            namespace=namespace,
+            pins=self.ipfs,
+            territory=code,
+            account_eraser=(
+                SynapseAdmin(config.homeserver.address, admin_token) if admin_token else None
+            ),
+        )
+        self.retention = RetentionPurge(
+            self.member_data_repo,
+            self.territory_settings,
+            RetentionMetrics(self.metrics.registry),
+            interval_seconds=config.retention.check_seconds,
+        )
         self.router = self._router()
 
         self.queries = NamespaceQueries()
@@ -476,7 +512,10 @@ class Platform:
                 "homeserver": self.matrix.check_reachable,
             }
         )
-        for kind, executor in self.forum_service.executors().items():
+        for kind, executor in {
+            **self.forum_service.executors(),
+            **self.member_data.executors(),
+        }.items():
             self.effect_sender.register(kind, executor)
         if self.courses.materials is not None:
             self.effect_sender.register(DELIVERY, self.courses.materials.deliver)
@@ -550,6 +589,7 @@ class Platform:
         router.register(GateCommands(self.gate))
         router.register(ForumCommands(self.forum_service, self.permissions))
         router.register(ModerationCommands(self.matrix, self.effects, self.audit, self.events))
+        router.register(MeCommands(self.member_data, self.direct_rooms, self.territory))
         return router
 
     def _web_app(self) -> web.Application:
@@ -578,6 +618,7 @@ class Platform:
             RateLimiter("writes", config.limits.api_writes_per_minute),
         ).add_routes(app)
         add_media_routes(app, self.media, self.ipfs)
+        add_member_routes(app, self.member_data, self.token_verifier)
         if config.gate.module_token:
             add_gate_routes(app, self.gate, config.gate.module_token)
         return app
@@ -671,6 +712,7 @@ class Platform:
             log.info("Metrics on %s:%d", config.appservice.hostname, config.appservice.metrics_port)
         self.background.start(self._connect_homeserver(), name="homeserver-connect")
         self.background.start(self.expiry.run(), name="badge-expiry")
+        self.background.start(self.retention.run(), name="retention")
         self.background.start(self.media_bridge.run(), name="media-queue")
         self.background.start(self._follow_registry(), name="registry")
 

@@ -39,6 +39,12 @@ class TerritoryConfig(_Section):
     name: str = Field(min_length=1)
     data_residency: str = ""
     allow_cross_border: bool = True
+    # Members' data rights (docs/data-rights.md): how long the audit log, forum comments and quiz
+    # answers are kept (days; 0 keeps them for good) and what `!me forget` does with comments.
+    audit_retention_days: int = Field(default=365, ge=0)
+    comment_retention_days: int = Field(default=0, ge=0)
+    answer_retention_days: int = Field(default=0, ge=0)
+    erasure_comments: Literal["remove", "keep"] = "remove"
 
     @field_validator("code")
     @classmethod
@@ -55,6 +61,7 @@ class HomeserverConfig(_Section):
     address: str = Field(pattern=r"^https?://")
     domain: str = Field(pattern=r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
     verify_ssl: bool = True
+    admin_token: str | None = None  # a homeserver admin's token: erasure deactivates accounts
 
 
 class AppserviceConfig(_Section):
@@ -171,6 +178,11 @@ class BadgesConfig(_Section):
     signing_key: str = "badge-signing-key.pem"
 
 
+class RetentionConfig(_Section):
+    # How often the retention purge runs (the periods themselves are territory settings).
+    check_seconds: float = Field(default=3600, gt=0)
+
+
 class MediaConfig(_Section):
     max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
 
@@ -198,6 +210,7 @@ class Config(_Section):
     courses: CoursesConfig
     limits: LimitsConfig
     media: MediaConfig
+    retention: RetentionConfig
     gate: GateConfig
     logging: LoggingConfig
     # Where the file was read from; relative paths in it are resolved against its folder.

@@ -43,6 +43,14 @@ class BadgeCommands:
     async def list(self, ctx: CommandContext, user: UserID | None) -> None:
         holder = user or ctx.sender
         awards = await self.badges.awards.held_by(holder)
+        if holder != ctx.sender:  # a look at another member's data: the access audit keeps it
+            await self.badges.audit.record(
+                ctx.sender,
+                "personal_data.viewed",
+                target=holder,
+                room_id=ctx.room_id,
+                details={"what": "badges", "via": "chat"},
+            )
         who = "You hold" if holder == ctx.sender else f"{escape(holder)} holds"
         if not awards:
             none = "You hold" if holder == ctx.sender else f"{escape(holder)} holds"

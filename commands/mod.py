@@ -94,6 +94,13 @@ class ModerationCommands:
     @argument("n", parser=_count, required=False, metavar="n")
     async def audit_log(self, ctx: CommandContext, n: int | None) -> None:
         entries = await self.audit.recent(n or 10, room_id=ctx.room_id)
+        # Reading the log is itself recorded (after the read: it is not among what it shows).
+        await self.audit.record(
+            ctx.sender,
+            "audit.viewed",
+            room_id=ctx.room_id,
+            details={"entries": len(entries), "via": "chat"},
+        )
         if not entries:
             await ctx.reply("Nothing in the audit log for this room yet.")
             return

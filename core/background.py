@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("unityplan.background")
@@ -30,3 +30,21 @@ class BackgroundTasks:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def every(
+    interval_seconds: float,
+    tick: Callable[[], Awaitable[Any]],
+    what: str,
+    on_failure: Callable[[], None] | None = None,
+) -> None:
+    """Run ``tick`` now and then every ``interval_seconds``, for good; a failed pass is logged
+    (and ``on_failure`` called) and the next one comes as planned."""
+    while True:
+        try:
+            await tick()
+        except Exception:
+            if on_failure is not None:
+                on_failure()
+            log.exception("%s failed; trying again in %.0f s", what, interval_seconds)
+        await asyncio.sleep(interval_seconds)

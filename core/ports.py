@@ -53,3 +53,17 @@ class ContentStore(Protocol):
     async def add(self, data: bytes, timeout: float = 60.0) -> str: ...
 
     async def cat(self, cid: str, timeout: float = 10.0) -> bytes: ...
+
+
+class Pins(Protocol):
+    """The pins of the IPFS node: what it keeps."""
+
+    async def is_pinned(self, cid: str, timeout: float = 10.0) -> bool: ...
+
+    async def unpin(self, cid: str, timeout: float = 10.0) -> None: ...
+
+
+class AccountEraser(Protocol):
+    """The homeserver's admin API: deactivate a local account and erase what it sent."""
+
+    async def deactivate(self, user_id: str, *, erase: bool = True) -> None: ...

@@ -43,6 +43,9 @@ _SHARED_GRANTS = (
     "GRANT SELECT ON global.schema_migrations, global.territory_roles TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON global.territories, global.users TO {role}",
     "GRANT SELECT, INSERT ON global.audit_log TO {role}",
+    # Its own entries only, and only through these (global v5).
+    "GRANT EXECUTE ON FUNCTION global.purge_audit_log(integer), global.erase_member(text, text) "
+    "TO {role}",
     "GRANT USAGE ON SCHEMA public TO {role}",
     "GRANT SELECT ON public.schema_migrations, public.translations TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON public.badge_definitions TO {role}",

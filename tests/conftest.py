@@ -33,6 +33,7 @@ async def stack() -> AsyncIterator[LocalStack]:
             config_overrides={
                 "badges": {"reminder_lead_hours": 0.002, "expiry_check_seconds": 0.5},
                 "media": {"max_bytes": 1024 * 1024},  # 1 MB, so oversize files are cheap
+                "retention": {"check_seconds": 0.5},
                 # Retries in tenths of seconds, so a given-up event is answered within seconds.
                 "appservice": {"retry_base_seconds": 0.1, "event_max_attempts": 4},
                 "courses": {"max_attempts": 3, "attempt_cooldown_seconds": 1},

@@ -60,6 +60,13 @@ class MatrixUser:
     async def close(self) -> None:
         await self.client.close()
 
+    async def openid_token(self) -> str:
+        """A Matrix OpenID token of this user (what a client hands a third party, like our API)."""
+        response = await self.client.get_openid_token(self.user_id)
+        token = getattr(response, "access_token", None)
+        assert isinstance(token, str), response
+        return token
+
     @property
     def bot(self) -> str:
         assert self.node.config is not None

@@ -92,6 +92,8 @@ class BadgeNotifier:
         if award is None:
             log.warning("%s %s names no award of ours: ignored", event.type, event.id)
             return
+        if not award.user_id.startswith("@"):
+            return  # its holder was erased: nobody to tell
         badge = code(award.badge_slug)
         name = escape(str(data.get("badge_name") or award.badge_slug))
         expiry = f" It is valid until {award.expires_at:%Y-%m-%d}." if award.expires_at else ""

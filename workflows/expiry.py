@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 
+from core.background import every
 from core.effects import Effects, caused_by
 from core.html import code, escape
 from db.database import Database
@@ -40,14 +40,7 @@ class ExpiryScheduler:
         self.interval_seconds = interval_seconds
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception(
-                    "Badge expiry check failed; trying again in %.0f s", self.interval_seconds
-                )
-            await asyncio.sleep(self.interval_seconds)
+        await every(self.interval_seconds, self.tick, "The badge expiry check")
 
     async def tick(self) -> tuple[int, int]:
         """One pass: send due reminders, expire due awards. Returns (reminded, expired).

@@ -436,6 +436,11 @@ class GateService:
             if award is None:
                 log.warning("%s %s names no award of ours: ignored", event.type, event.id)
                 return
+            if not award.user_id.startswith("@"):
+                # Its holder asked to be forgotten: the award names a pseudonym now, so whoever
+                # of ours no longer holds the badge leaves the rooms that need it.
+                await self._recheck_members_of(self.territory, award.badge_slug, event.type)
+                return
             await self._follow_badge(event.type, award.user_id, award.badge_slug)
             return
         if "user_id" not in event.data:

@@ -35,6 +35,23 @@ class TerritorySettings:
         questions are answered with yes or no only."""
         return bool(self._values.get("allow_cross_border", True))
 
+    @property
+    def erasure_comments(self) -> str:
+        """``remove`` (default): an erased member's comments lose their text and are redacted in
+        their rooms; ``keep``: they stay, signed by a former member."""
+        return str(self._values.get("erasure_comments") or "remove")
+
+    def retention_days(self, what: str) -> int | None:
+        """``audit``, ``comment`` or ``answer``: the ``<what>_retention_days`` setting; None or
+        0 keeps them for good."""
+        value = self._values.get(f"{what}_retention_days")
+        try:
+            days = int(value) if value not in (None, "") else 0
+        except (TypeError, ValueError):
+            log.warning("%s_retention_days is not a number of days: %r", what, value)
+            return None
+        return days if days > 0 else None
+
     async def refresh(self) -> None:
         territory = await self.registry.get(self.code)
         if territory is not None:

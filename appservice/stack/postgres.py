@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import asyncpg
+
+from db import pgtools
 
 from .process import ManagedProcess, StackError
 
@@ -22,24 +22,11 @@ SERVICE_USER = "unityplan"
 
 
 def find_pg_bin() -> Path:
-    """The folder with initdb and postgres: $UNITYPLAN_PG_BIN, Debian's newest, or PATH."""
-    candidates = []
-    if os.environ.get("UNITYPLAN_PG_BIN"):
-        candidates.append(Path(os.environ["UNITYPLAN_PG_BIN"]))
-    versions = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
-    )
-    candidates += [Path(p) for p in versions]
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
-    for folder in candidates:
-        if (folder / "initdb").exists() and (folder / "postgres").exists():
-            return folder
-    raise StackError(
-        "PostgreSQL server binaries (initdb, postgres) were not found; install Debian's "
-        "postgresql package (`make deps` does) or set UNITYPLAN_PG_BIN."
-    )
+    """The folder with initdb and postgres (see db.pgtools.find_pg_bin)."""
+    try:
+        return pgtools.find_pg_bin("initdb", "postgres")
+    except pgtools.PgToolsMissing as exc:
+        raise StackError(str(exc)) from exc
 
 
 def service_user() -> str | None:

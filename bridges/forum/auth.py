@@ -50,7 +50,7 @@ class TokenVerifier:
         )
         if not authorization or not authorization.startswith("Bearer ") or not token:
             raise Unauthenticated(
-                f"Writing needs Authorization: Bearer <{kinds}>.", reason="missing_token"
+                f"This needs Authorization: Bearer <{kinds}>.", reason="missing_token"
             )
         found, cached = self._cache.lookup(token)
         if found and cached is not None:

@@ -75,3 +75,24 @@ class AuditLog:
             limit,
         )
         return [AuditEntry.from_row(row) for row in rows]
+
+    async def search(
+        self, *, about: str | None = None, action: str | None = None, limit: int = 50
+    ) -> list[AuditEntry]:
+        """This territory's entries, newest first: those by or about ``about``, of ``action``
+        (a prefix such as ``personal_data.`` matches a family)."""
+        rows = await self.db.fetch(
+            """SELECT id, occurred_at, territory_code, actor, action, target, room_id,
+                      details::text AS details
+               FROM global.audit_log
+               WHERE territory_code = $1
+                 AND ($2::text IS NULL OR actor = $2 OR target = $2)
+                 AND ($3::text IS NULL OR action = $3
+                      OR (right($3, 1) = '.' AND starts_with(action, $3)))
+               ORDER BY occurred_at DESC, id DESC LIMIT $4""",
+            self.territory,
+            about,
+            action,
+            limit,
+        )
+        return [AuditEntry.from_row(row) for row in rows]

@@ -18,18 +18,9 @@ import psutil
 from db.repositories.forum import Comment
 from tests.fault.conftest import FaultStack
 from tests.matrix_user import MatrixUser, body, replies_to
+from tests.waiting import eventually
 
 Report = Callable[..., None]
-
-
-async def _until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.2)
 
 
 async def _topic_room(faults: FaultStack, user: MatrixUser) -> tuple[int, str]:
@@ -76,7 +67,7 @@ async def _replies_once(user: MatrixUser, room: str, commands: list[str]) -> int
         history = await _history(user, room)
         return [sum(1 for e in history if replies_to(e, c, user.bot)) for c in commands]
 
-    await _until(lambda: _all_replied(counts), "every command was answered")
+    await eventually(lambda: _all_replied(counts), "every command was answered", timeout=120)
     await asyncio.sleep(2)  # a duplicate would arrive within this
     final = await counts()
     assert final == [1] * len(commands), final
@@ -98,7 +89,7 @@ async def _restarted(faults: FaultStack, old_pid: int) -> None:
         appservice = faults.stack.appservice
         return appservice is not None and appservice.pid not in (None, old_pid)
 
-    await _until(back, "the supervisor restarted the appservice", timeout=30)
+    await eventually(back, "the supervisor restarted the appservice", timeout=30)
 
 
 async def test_kill_9_mid_burst_loses_and_doubles_nothing(
@@ -129,7 +120,7 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(
             found = await _comments(faults, topic_id)
             return found if len(found) >= total else None
 
-        comments = await _until(all_comments, "every message became a comment")
+        comments = await eventually(all_comments, "every message became a comment", timeout=120)
         drain = time.monotonic() - last_sent
         bodies = [c.body for c in comments]
         assert bodies == sent, "each message once, in room order"
@@ -224,7 +215,7 @@ async def test_invites_and_kicks_survive_502s(faults: FaultStack, report: Report
             state = await moderator.client.room_get_state_event(room, "m.room.join_rules")
             return getattr(state, "content", {}).get("join_rule") == "knock"
 
-        await _until(join_rule, "the join rule became knock")
+        await eventually(join_rule, "the join rule became knock", timeout=120)
 
         # A knock without the badge: refused (the knock withdrawn), with a DM saying why.
         faults.proxy.fail(4)
@@ -240,7 +231,7 @@ async def test_invites_and_kicks_survive_502s(faults: FaultStack, report: Report
             await member.sync(timeout_ms=0)
             return room in member.invites
 
-        await _until(invited, "the holder was invited")
+        await eventually(invited, "the holder was invited", timeout=120)
         await asyncio.sleep(2)  # a duplicate would arrive within this
         await member.sync(timeout_ms=0)
         memberships = [
@@ -297,7 +288,7 @@ async def test_postgresql_stopped_for_30_s_loses_nothing(
             found = await _comments(faults, topic_id)
             return found if len(found) >= len(sent) else None
 
-        comments = await _until(all_comments, "the messages became comments", timeout=150)
+        comments = await eventually(all_comments, "the messages became comments", timeout=150)
         drain = time.monotonic() - back
         assert [c.body for c in comments] == sent
         replied = await _replies_once(user, dm, commands)
@@ -342,7 +333,7 @@ async def test_appservice_down_while_1000_events_queue(faults: FaultStack, repor
                     return False
             return True
 
-        await _until(drained, "the backlog drained", timeout=240)
+        await eventually(drained, "the backlog drained", timeout=240)
         drain = time.monotonic() - started
         for topic_id, _ in rooms:
             assert [c.body for c in await _comments(faults, topic_id)] == sent[topic_id]
@@ -434,7 +425,7 @@ async def test_ipfs_down_during_uploads(faults: FaultStack, report: Report) -> N
                     return False
             return True
 
-        await _until(stored, "every file was stored on IPFS", timeout=120)
+        await eventually(stored, "every file was stored on IPFS", timeout=120)
         cids = [(await faults.tools.media.upload_by_event(e)).cid for e in files]  # type: ignore[union-attr]
         for cid in cids:
             assert await faults.tools.ipfs.is_pinned(cid)
@@ -480,7 +471,7 @@ async def test_expiry_with_one_undeliverable_dm(faults: FaultStack, report: Repo
             )
             return all(r["expired_at"] is not None for r in rows)
 
-        await _until(all_expired, "every award expired", timeout=60)
+        await eventually(all_expired, "every award expired", timeout=60)
         await asyncio.sleep(2)
         reminders = []
         for holder in holders:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
 from appservice.stack.local import TerritoryNode
+from tests.waiting import eventually
 
-T = TypeVar("T")
+__all__ = ["api", "eventually"]
 
 
 async def api(
@@ -25,14 +23,3 @@ async def api(
             method, node.config.public_url + path, json=json, headers=headers
         ) as resp:
             return resp.status, await resp.json()
-
-
-async def eventually(check: Callable[[], Awaitable[T]], what: str, timeout: float = 40) -> T:
-    """The first truthy result of ``check``, polled until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.2)

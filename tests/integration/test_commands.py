@@ -6,6 +6,7 @@ from appservice.app import Platform
 from commands.decorators import argument, command, requires
 from commands.permissions import Permission
 from commands.router import CommandContext
+from core.html import escape
 from tests.matrix_user import MatrixUser, body, html
 
 
@@ -78,7 +79,7 @@ class IssuerOnly:
     @argument("word")
     async def stamp(self, ctx: CommandContext, word: str) -> None:
         self.calls.append((ctx.sender, word))
-        await ctx.reply(f"stamped {word}")
+        await ctx.reply(f"stamped {escape(word)}")  # as every command escapes what it echoes
 
 
 async def test_permissions_filter_help_and_refuse(

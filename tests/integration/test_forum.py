@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
@@ -15,6 +14,7 @@ from mautrix.types import RoomID
 from appservice.app import Platform
 from appservice.stack.local import LocalStack
 from tests.matrix_user import MatrixUser, body
+from tests.waiting import eventually
 
 
 async def _api(
@@ -31,26 +31,6 @@ async def _api(
             method, platform.config.public_url + path, json=json_body, data=data, headers=headers
         ) as resp:
             return resp.status, await resp.json()
-
-
-async def _openid_token(stack: LocalStack, user: MatrixUser) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{stack.synapse.url}/_matrix/client/v3/user/{user.user_id}/openid/request_token",
-            json={},
-            headers={"Authorization": f"Bearer {user.client.access_token}"},
-        ) as resp:
-            return str((await resp.json())["access_token"])
-
-
-async def _eventually(check: Any, what: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.2)
 
 
 async def _comments(platform: Platform, topic_id: int) -> list[dict[str, Any]]:
@@ -70,7 +50,7 @@ async def test_topic_over_http_then_a_conversation_in_the_room(
     stack: LocalStack, platform: Platform, user: MatrixUser
 ) -> None:
     title = f"Bikes for all {uuid.uuid4().hex[:4]}"
-    token = await _openid_token(stack, user)
+    token = await user.openid_token()
     status, created = await _api(
         platform,
         "POST",
@@ -157,7 +137,7 @@ async def test_topic_over_http_then_a_conversation_in_the_room(
         )
         return comments if done else None
 
-    comments = await _eventually(settled, "the room's history in the API")
+    comments = await eventually(settled, "the room's history in the API")
     by_event = {c["event_id"]: c for c in comments}
     assert [c["source"] for c in comments] == ["api", "matrix", "matrix", "matrix"]
     assert (
@@ -205,7 +185,7 @@ async def test_comment_over_http_appears_from_the_ghost(
     room = created["room_id"]
     await user.client.join(room)
     said = await _send(user, room, {"msgtype": "m.text", "body": "Question from Matrix"})
-    comment = await _eventually(
+    comment = await eventually(
         lambda: _first(platform, created["id"], said), "the Matrix message as a comment"
     )
     status, posted = await _api(
@@ -360,7 +340,7 @@ async def test_topic_follows_its_upgraded_room(
         topic = await platform.forum.topic(created["id"])
         return topic is not None and topic.matrix_room_id == new_room
 
-    await _eventually(followed, "the topic follows the upgrade")
+    await eventually(followed, "the topic follows the upgrade")
 
 
 async def test_a_tombstone_to_a_stranger_room_is_not_followed(
@@ -432,7 +412,7 @@ async def test_api_errors_are_json_for_odd_ids_and_bad_bodies(platform: Platform
 async def test_chunked_bodies_are_read_whole_and_oversize_ones_refused(
     stack: LocalStack, platform: Platform, user: MatrixUser
 ) -> None:
-    token = await _openid_token(stack, user)
+    token = await user.openid_token()
 
     async def chunks(data: bytes) -> Any:
         for i in range(0, len(data), 7):  # a slow client or a proxy: many small chunks
@@ -470,10 +450,10 @@ async def test_only_the_author_or_a_redactor_deletes_a_comment(
         await user.client.join(room)
         await other.client.join(room)
         mine = await _send(user, room, {"msgtype": "m.text", "body": "mine"})
-        await _eventually(lambda: _first(platform, topic.id, mine), "the comment")
+        await eventually(lambda: _first(platform, topic.id, mine), "the comment")
         await other.client.room_redact(room, mine, reason="not yours")
         marker = await _send(other, room, {"msgtype": "m.text", "body": "after the redaction"})
-        await _eventually(lambda: _first(platform, topic.id, marker), "the later comment")
+        await eventually(lambda: _first(platform, topic.id, marker), "the later comment")
         assert (await _first(platform, topic.id, mine))["deleted"] is False  # type: ignore[index]
         await user.client.room_redact(room, mine, reason="my own")
 
@@ -481,7 +461,7 @@ async def test_only_the_author_or_a_redactor_deletes_a_comment(
             found = await _first(platform, topic.id, mine)
             return bool(found and found["deleted"])
 
-        await _eventually(deleted, "the author's redaction applied")
+        await eventually(deleted, "the author's redaction applied")
     finally:
         await other.close()
 
@@ -505,7 +485,7 @@ async def test_a_gated_topic_is_as_closed_over_http_as_its_room(
     status, listed = await _api(platform, "GET", "/api/forums/topics?limit=200")
     assert topic.id not in {t["id"] for t in listed["topics"]}
 
-    token = await _openid_token(stack, user)
+    token = await user.openid_token()
     status, answer = await _api(platform, "GET", path, token)
     assert status == 403 and badge in answer["error"]
     status, answer = await _api(platform, "POST", path + "/comments", token, {"body": "let me"})
@@ -532,7 +512,7 @@ async def test_access_tokens_only_where_the_territory_allows_them(
 
     strict = TokenVerifier(stack.synapse.url, stack.server_name)  # the production default
     try:
-        openid = await _openid_token(stack, user)
+        openid = await user.openid_token()
         assert await strict.user_of(f"Bearer {openid}") == user.user_id
         with pytest.raises(Unauthenticated):
             await strict.user_of(f"Bearer {user.client.access_token}")

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
-from . import v001_foundation, v002_territory_keys, v003_territory_roles, v004_territory_public_urls
+from . import (
+    v001_foundation,
+    v002_territory_keys,
+    v003_territory_roles,
+    v004_territory_public_urls,
+    v005_member_data_rights,
+)
 
-MODULES = (v001_foundation, v002_territory_keys, v003_territory_roles, v004_territory_public_urls)
+MODULES = (
+    v001_foundation,
+    v002_territory_keys,
+    v003_territory_roles,
+    v004_territory_public_urls,
+    v005_member_data_rights,
+)

@@ -16,6 +16,7 @@ from . import (
     v010_credential_ids,
     v011_remote_gates,
     v012_refused_knocks,
+    v013_erasure_requests,
 )
 
 MODULES = (
@@ -31,4 +32,5 @@ MODULES = (
     v010_credential_ids,
     v011_remote_gates,
     v012_refused_knocks,
+    v013_erasure_requests,
 )
