@@ -41,6 +41,7 @@ from commands.router import CommandRouter
 from commands.territory import TerritoryCommands
 from core.background import BackgroundTasks
 from core.effects import EffectMetrics, Effects, EffectSender, RetryPolicy
+from core.encryption import BotEncryption, EncryptionSettings, load_or_create_secret
 from core.events import EventEmitter
 from core.matrix import DirectMessenger, MatrixConnection, MatrixSettings
 from core.ports import ContentStore
@@ -61,7 +62,7 @@ from db.repositories.outbox import OutboxRepository
 from db.repositories.territories import Territory, TerritoryRepository
 from db.repositories.transactions import TransactionRepository
 from db.setup import migrate_all, on_same_server, provision_territory
-from db.territory import TerritoryCode, territory_code
+from db.territory import TerritoryCode, territory_code, territory_schema
 from registration.generate import load_registration
 from workflows.badge_credentials import BadgeCredentials
 from workflows.badge_events import BadgeNotifier, CourseBadgeAwarder
@@ -80,6 +81,7 @@ from .badge_api import HttpCredentialStatus, add_badge_routes
 from .command_events import CommandMessageHandler
 from .config import Config, ConfigError
 from .dispatcher import Dispatcher
+from .encrypted_events import CANNOT_READ, EncryptedEvents
 from .gate_api import add_gate_routes
 from .health import HealthChecks
 from .homeserver_admin import SynapseAdmin
@@ -470,12 +472,25 @@ class Platform:
         )
         self.router = self._router()
 
+        self.encrypted_events = EncryptedEvents(
+            self.matrix,
+            self.inbox,
+            self.effects,
+            enabled=config.encryption.enabled,
+            key_wait_seconds=config.encryption.key_wait_seconds,
+        )
         self.queries = NamespaceQueries()
         self.queries.add_alias_resolver(self.forum_service.resolve_alias)
         self.dispatcher = Dispatcher(
             namespace=namespace,
             handlers=[
-                BotInviteHandler(config.bot_user_id, server_name, self.messenger, self.effects),
+                BotInviteHandler(
+                    config.bot_user_id,
+                    server_name,
+                    self.messenger,
+                    self.effects,
+                    cannot_read_encrypted=None if config.encryption.enabled else CANNOT_READ,
+                ),
                 CommandMessageHandler(self.router, self.effects),
                 self.gate,
                 ForumBridge(self.forum, self.forum_service, self.events, self.router.is_command),
@@ -488,6 +503,7 @@ class Platform:
             max_concurrent=config.appservice.max_concurrent_events,
             max_attempts=config.appservice.event_max_attempts,
             retry_base_seconds=config.appservice.retry_base_seconds,
+            encrypted=self.encrypted_events,
         )
         self.endpoints = HomeserverEndpoints(
             hs_token=self.hs_token,
@@ -498,6 +514,7 @@ class Platform:
             metrics=self.metrics,
             query_user=self.queries.query_user,
             query_alias=self.queries.query_alias,
+            encryption_parts=self.encrypted_events.handle_transaction,
         )
         self.health = HealthChecks(
             {
@@ -618,7 +635,12 @@ class Platform:
             RateLimiter("writes", config.limits.api_writes_per_minute),
         ).add_routes(app)
         add_media_routes(app, self.media, self.ipfs)
-        add_member_routes(app, self.member_data, self.token_verifier)
+        add_member_routes(
+            app,
+            self.member_data,
+            self.token_verifier,
+            RateLimiter("exports", config.limits.api_writes_per_minute),
+        )
         if config.gate.module_token:
             add_gate_routes(app, self.gate, config.gate.module_token)
         return app
@@ -713,6 +735,7 @@ class Platform:
         self.background.start(self._connect_homeserver(), name="homeserver-connect")
         self.background.start(self.expiry.run(), name="badge-expiry")
         self.background.start(self.retention.run(), name="retention")
+        self.background.start(self.encrypted_events.run(), name="room-keys")
         self.background.start(self.media_bridge.run(), name="media-queue")
         self.background.start(self._follow_registry(), name="registry")
 
@@ -754,6 +777,43 @@ class Platform:
     async def _connect_homeserver(self) -> None:
         await self.matrix.connect_to_homeserver()
         self._homeserver_connected = True
+        if self.config.encryption.enabled:
+            await self._start_encryption()
+
+    async def _start_encryption(self) -> None:
+        """The bot's device and its sessions: once the homeserver answers."""
+        config = self.config
+        encryption = BotEncryption(
+            EncryptionSettings(
+                homeserver_url=config.homeserver.address,
+                bot_user_id=config.bot_user_id,
+                as_token=self.as_token,
+                database_url=config.database.territory_url or config.database.url,
+                schema=territory_schema(self.territory),
+                pickle_key=load_or_create_secret(config.pickle_key_path),
+                device_name=config.encryption.device_name,
+                recovery_key_path=config.recovery_key_path,
+                verify_ssl=config.homeserver.verify_ssl,
+            ),
+            self.matrix.state_store,
+        )
+        try:
+            await encryption.start()
+        except Exception:
+            log.exception(
+                "The bot's end-to-end encryption could not start: encrypted rooms stay unread "
+                "(see docs/encryption.md for what the homeserver must enable)"
+            )
+            await encryption.stop()
+            return
+        self._exit.push_async_callback(self._stop_encryption)
+        self.matrix.encryption = encryption
+        log.info("End-to-end encryption is on: the bot's device is %s", encryption.device_id)
+
+    async def _stop_encryption(self) -> None:
+        encryption, self.matrix.encryption = self.matrix.encryption, None
+        if encryption is not None:
+            await encryption.stop()
 
     async def stop(self) -> None:
         await self._exit.aclose()

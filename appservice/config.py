@@ -178,6 +178,19 @@ class BadgesConfig(_Section):
     signing_key: str = "badge-signing-key.pem"
 
 
+class EncryptionConfig(_Section):
+    # The bot in encrypted rooms (docs/encryption.md). Off: it says once in each encrypted room
+    # that it cannot read it there.
+    enabled: bool = True
+    device_name: str = "UnityPlan bot"
+    # Files beside the config (mode 0600, made on first start): the key that encrypts the bot's
+    # Olm account and sessions in the database, and the recovery key of its cross-signing keys.
+    pickle_key: str = "bot-crypto-pickle-key"
+    recovery_key: str = "bot-recovery-key"
+    # How long a message waits for its room key (then the sender is told it could not be read).
+    key_wait_seconds: float = Field(default=600, gt=0)
+
+
 class RetentionConfig(_Section):
     # How often the retention purge runs (the periods themselves are territory settings).
     check_seconds: float = Field(default=3600, gt=0)
@@ -210,7 +223,8 @@ class Config(_Section):
     courses: CoursesConfig
     limits: LimitsConfig
     media: MediaConfig
-    retention: RetentionConfig
+    retention: RetentionConfig = RetentionConfig()
+    encryption: EncryptionConfig = EncryptionConfig()
     gate: GateConfig
     logging: LoggingConfig
     # Where the file was read from; relative paths in it are resolved against its folder.
@@ -250,6 +264,14 @@ class Config(_Section):
     @property
     def signing_key_path(self) -> Path:
         return self._relative(self.badges.signing_key)
+
+    @property
+    def pickle_key_path(self) -> Path:
+        return self._relative(self.encryption.pickle_key)
+
+    @property
+    def recovery_key_path(self) -> Path:
+        return self._relative(self.encryption.recovery_key)
 
     @property
     def public_url(self) -> str:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mautrix.types import Event, StateEvent
 
@@ -26,6 +26,9 @@ from db.database import Database
 from db.repositories.transactions import InboxEvent, TransactionRepository
 
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .encrypted_events import EncryptedEvents
 
 log = logging.getLogger("unityplan.dispatcher")
 
@@ -47,7 +50,9 @@ class Dispatcher:
         max_concurrent: int,
         max_attempts: int = 5,
         retry_base_seconds: float = 0.5,
+        encrypted: EncryptedEvents | None = None,
     ) -> None:
+        self.encrypted = encrypted
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.namespace = namespace
@@ -86,10 +91,19 @@ class Dispatcher:
             return
         if isinstance(event, StateEvent):
             await self.state_store.update_state(event)
+            if self.encrypted is not None:
+                await self.encrypted.member_changed(event)
         if self.is_own(str(event.sender)):
             self.metrics.events.labels(_kind(event_type), "dropped_echo").inc()
             await self.inbox.mark(item.event_id, "done")
             return
+        if self.encrypted is not None:
+            # Outside the handling transaction: decryption may ask the homeserver for keys.
+            decrypted = await self.encrypted.decrypt(item, event)
+            if decrypted is None:
+                self.metrics.events.labels(_kind(event_type), "waiting").inc()
+                return
+            event = decrypted
         with caused_by(f"event:{item.event_id}"):
             try:
                 async with self.db.transaction():

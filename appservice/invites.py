@@ -16,8 +16,16 @@ log = logging.getLogger("unityplan.invites")
 
 class BotInviteHandler:
     def __init__(
-        self, bot_user_id: str, server_name: str, messenger: DirectMessenger, effects: Effects
+        self,
+        bot_user_id: str,
+        server_name: str,
+        messenger: DirectMessenger,
+        effects: Effects,
+        *,
+        cannot_read_encrypted: str | None = None,
     ) -> None:
+        # With encryption off: what the bot says when it joins an encrypted room.
+        self.cannot_read_encrypted = cannot_read_encrypted
         self.bot_user_id = bot_user_id
         self.server_name = server_name
         self.messenger = messenger
@@ -40,5 +48,13 @@ class BotInviteHandler:
             return
         await self.effects.join(event.room_id)
         log.info("Joining %s on invitation from %s", event.room_id, event.sender)
+        if self.cannot_read_encrypted and _encrypted(event):
+            await self.effects.notice(event.room_id, self.cannot_read_encrypted)
         if event.content.is_direct:
             await self.messenger.remember(event.sender, event.room_id)
+
+
+def _encrypted(invite: StateEvent) -> bool:
+    """Whether the room's state the invite carries says it is encrypted."""
+    stripped = getattr(invite.unsigned, "invite_room_state", None) or []
+    return any(getattr(e, "type", None) == EventType.ROOM_ENCRYPTION for e in stripped)

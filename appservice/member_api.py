@@ -14,19 +14,25 @@ from aiohttp import web
 
 from bridges.forum.auth import TokenVerifier
 from core.errors import Refused
+from core.ratelimit import RateLimiter
 from workflows.data_rights import MemberDataService
 
 FORMATS = ("json", "zip", "markdown")
 
 
 def add_member_routes(
-    app: web.Application, data: MemberDataService, verifier: TokenVerifier
+    app: web.Application,
+    data: MemberDataService,
+    verifier: TokenVerifier,
+    limit: RateLimiter | None = None,
 ) -> None:
     async def export(request: web.Request) -> web.StreamResponse:
         wanted = request.query.get("format", "json")
         if wanted not in FORMATS:
             raise Refused(f"format is one of {', '.join(FORMATS)}, not {wanted!r}.")
         user_id = await verifier.user_of(request.headers.get("Authorization"))
+        if limit is not None:
+            limit.hit(user_id)  # an export reads and signs a lot: within the user's write rate
         found = await data.export(user_id, via="api")
         headers = {"Cache-Control": "no-store"}
         if wanted == "zip":

@@ -55,7 +55,9 @@ class HomeserverEndpoints:
         metrics: Metrics,
         query_user: QueryHandler,
         query_alias: QueryHandler,
+        encryption_parts: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
+        self.encryption_parts = encryption_parts
         self._hs_token = hs_token.encode()
         self.homeserver = homeserver
         self.allow_legacy_token = allow_legacy_token
@@ -110,6 +112,10 @@ class HomeserverEndpoints:
                 len(raw_events) - len(events),
             )
         txn_id = request.match_info["txn_id"]
+        if self.encryption_parts is not None:
+            # To-device messages (room keys), key counts and device lists before the events, so
+            # that a key sent with a message decrypts it.
+            await self.encryption_parts(body)
         try:
             replayed = await self._handle_once(txn_id, events)
         except Unavailable:

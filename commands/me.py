@@ -60,8 +60,8 @@ class MeCommands:
             )
         if word.strip().lower() != expected:
             raise Refused(
-                f"That is not the word I asked for; nothing was erased. Send "
-                f"{code(ctx.prefix + 'me forget ' + expected)} to confirm."
+                "That is not the word I asked for; nothing was erased. Send the command with the "
+                f"word from my question, or {code(ctx.prefix + 'me forget')} for a new one."
             )
         report = await self.data.erase(ctx.sender)
         e = report.erased
@@ -81,7 +81,7 @@ class MeCommands:
             "unpinned from IPFS</li>"
             f"<li>your profile, direct-message room record and {e.other_rows} other records "
             "removed</li>"
-            f"<li>{e.audit_entries} audit log entries now name a pseudonym instead of you</li>"
+            "<li>the audit log entries about you: they name a pseudonym instead of you</li>"
         )
         server = ctx.sender.split(":", 1)[1]
         if report.deactivating:

@@ -374,14 +374,14 @@ class EffectSender:
 
     async def _send(self, effect: EffectRow) -> dict[str, Any]:
         p = effect.payload
-        intent = self._intent(p.get("sender"))
         if p.get("sender"):
-            await intent.ensure_registered()
-        event_id = await intent.send_message_event(
-            RoomID(p["room_id"]),
+            await self._intent(p["sender"]).ensure_registered()
+        event_id = await self.matrix.send_message_event(
+            p["room_id"],
             EventType.find(p["type"], EventType.Class.MESSAGE),
             p["content"],
             txn_id=effect.txn_id,
+            sender=p.get("sender"),
         )
         return {"event_id": str(event_id)}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -17,6 +17,7 @@ from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store import MemoryStateStore
 from mautrix.errors import MatrixConnectionError, MatrixError, MatrixRequestError
 from mautrix.types import (
+    EventID,
     EventType,
     Format,
     MessageType,
@@ -32,6 +33,9 @@ from core.errors import Refused, TooLarge
 from core.html import html_to_text
 from db.cache import LruCache
 from db.repositories.direct_rooms import DirectRoomRepository
+
+if TYPE_CHECKING:
+    from core.encryption import BotEncryption
 
 log = logging.getLogger("unityplan.matrix")
 dm_log = logging.getLogger("unityplan.dm")
@@ -67,6 +71,8 @@ class MatrixConnection:
         # Create events never change: a bounded memory of each room's creators.
         self._creators_cache: LruCache[RoomID, tuple[UserID, ...]] = LruCache(10_000)
         self._api: AppServiceAPI | None = None
+        # The bot's end-to-end encryption, once its device is up (None: off or not available).
+        self.encryption: BotEncryption | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=100, ssl=self.settings.verify_ssl)
@@ -101,6 +107,38 @@ class MatrixConnection:
 
     def ghost(self, user_id: UserID) -> IntentAPI:
         return self.api.intent(user_id)
+
+    async def is_encrypted(self, room_id: str) -> bool:
+        return self.encryption is not None and await self.encryption.is_encrypted(room_id)
+
+    async def send_message_event(
+        self,
+        room_id: str,
+        event_type: EventType,
+        content: Any,
+        *,
+        txn_id: str | None = None,
+        sender: str | None = None,
+    ) -> EventID:
+        """Send as the bot (or a ghost): in an encrypted room the bot's message is encrypted for
+        the members' devices. The one way the appservice sends room messages."""
+        intent = self.ghost(UserID(sender)) if sender else self.bot
+        if sender is None and await self.is_encrypted(room_id):
+            assert self.encryption is not None
+            content = await self.encryption.encrypt(room_id, event_type, content)
+            event_type = EventType.ROOM_ENCRYPTED
+        return await intent.send_message_event(RoomID(room_id), event_type, content, txn_id=txn_id)
+
+    async def upload_for(
+        self, room_id: str, data: bytes, *, mime: str, filename: str
+    ) -> dict[str, Any]:
+        """Upload a file for a media message in ``room_id``: ``{"url": mxc}``, or in an encrypted
+        room ``{"file": …}`` (the ciphertext uploaded, its key and hash for the event)."""
+        if self.encryption is not None and await self.encryption.is_encrypted(room_id):
+            ciphertext, file = self.encryption.encrypt_file(data)
+            file.url = await self.bot.upload_media(ciphertext, mime_type="application/octet-stream")
+            return {"file": file.serialize()}
+        return {"url": await self.bot.upload_media(data, mime_type=mime, filename=filename)}
 
     async def effective_power_levels(self, room_id: RoomID) -> PowerLevelStateEventContent:
         """The room's power levels as decisions need them: from room version 12 on, the room's
@@ -250,7 +288,7 @@ class DirectMessenger:
         return new_room
 
     async def _notice(self, room_id: RoomID, html: str, txn_id: str | None) -> None:
-        await self.matrix.bot.send_message_event(
+        await self.matrix.send_message_event(
             room_id,
             EventType.ROOM_MESSAGE,
             TextMessageEventContent(

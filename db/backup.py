@@ -460,7 +460,7 @@ async def restore(
             if role != admin:
                 await hand_over_schema(conn, code, role)
                 progress(f"{schema} belongs to the role {role}")
-            inserted = await _insert_shared(conn, found.shared)
+            inserted = await _insert_shared(conn, found.shared, code)
             progress(f"Shared rows restored: {_describe_restored(found.shared, inserted)}")
             registered = await conn.execute(
                 """UPDATE global.territories SET database_dsn = $2, updated_at = now()
@@ -485,14 +485,16 @@ async def restore(
 
 
 async def _insert_shared(
-    conn: asyncpg.Connection, shared: dict[str, list[dict[str, Any]]]
+    conn: asyncpg.Connection, shared: dict[str, list[dict[str, Any]]], code: str
 ) -> dict[str, int]:
-    """The backup's shared rows (those not there already); returns how many were added."""
+    """The backup's shared rows of territory ``code`` (those not there already); returns how
+    many were added. Rows of any other territory in the file are not restored: a backup speaks
+    only for its own territory."""
     known = {table for table, _, _ in SHARED_TABLES}
     inserted: dict[str, int] = {}
     async with conn.transaction():
-        for table, _, _ in SHARED_TABLES:
-            rows = shared.get(table) or []
+        for table, key, _ in SHARED_TABLES:
+            rows = [row for row in shared.get(table) or [] if row.get(key) == code]
             if table not in known or not rows:
                 continue
             namespace, _, name = table.partition(".")

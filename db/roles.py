@@ -44,8 +44,8 @@ _SHARED_GRANTS = (
     "GRANT SELECT, INSERT, UPDATE ON global.territories, global.users TO {role}",
     "GRANT SELECT, INSERT ON global.audit_log TO {role}",
     # Its own entries only, and only through these (global v5).
-    "GRANT EXECUTE ON FUNCTION global.purge_audit_log(integer), global.erase_member(text, text) "
-    "TO {role}",
+    "GRANT EXECUTE ON FUNCTION global.purge_audit_log(text, integer), "
+    "global.erase_member(text, text, text, jsonb) TO {role}",
     "GRANT USAGE ON SCHEMA public TO {role}",
     "GRANT SELECT ON public.schema_migrations, public.translations TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON public.badge_definitions TO {role}",

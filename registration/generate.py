@@ -53,6 +53,11 @@ def build_registration(spec: RegistrationSpec, as_token: str, hs_token: str) -> 
         "sender_localpart": spec.namespace.bot_localpart,
         "rate_limited": False,
         "receive_ephemeral": True,
+        # End-to-end encryption the appservice way: to-device messages, one-time key counts and
+        # device lists in transactions (MSC2409, MSC3202), the bot's device made with the as_token
+        # (MSC4190). The homeserver enables the matching experimental features.
+        "org.matrix.msc3202": True,
+        "io.element.msc4190": True,
         "namespaces": {
             "users": [{"regex": user_namespace(spec), "exclusive": True}],
             "aliases": [

@@ -25,11 +25,7 @@ from typing import Any
 
 from mautrix.errors import MatrixError
 from mautrix.types import (
-    ContentURI,
     EventType,
-    FileInfo,
-    MediaMessageEventContent,
-    MessageType,
     RoomID,
     UserID,
 )
@@ -52,6 +48,7 @@ EXPORT_EFFECT = "member.export"
 UNPIN_EFFECT = "ipfs.unpin"
 GHOST_EFFECT = "ghost.forget"
 DEACTIVATE_EFFECT = "homeserver.deactivate"
+SHARED_ERASURE_EFFECT = "member.erase_shared"
 CONFIRM_SECONDS = 600.0
 FORMER_MEMBER = "A former member"
 _WORDS = (
@@ -241,18 +238,23 @@ class MemberDataService:
                 # Named by award and badge only: gates re-check who is in their rooms.
                 await self.events.emit("badge.revoked", {"award_id": award_id, "badge": badge})
             await self.events.emit("member.erased", {"pseudonym": name, "policy": policy})
-            await self.audit.record(
-                name,
-                "member.erased",
-                target=name,
-                details={
-                    "policy": policy,
-                    "comments_removed": erased.comments_removed,
-                    "comments_kept": erased.comments_kept,
-                    "awards_revoked": erased.awards_revoked,
-                    "files": erased.files,
-                    "files_unpinned": len(erased.sole_cids),
+            # The shared rows (audit log, global users) may live on another server: they follow
+            # after the commit, idempotently (global.erase_member records member.erased once).
+            await self.effects.record(
+                SHARED_ERASURE_EFFECT,
+                {
+                    "user_id": user_id,
+                    "pseudonym": name,
+                    "details": {
+                        "policy": policy,
+                        "comments_removed": erased.comments_removed,
+                        "comments_kept": erased.comments_kept,
+                        "awards_revoked": erased.awards_revoked,
+                        "files": erased.files,
+                        "files_unpinned": len(erased.sole_cids),
+                    },
                 },
+                room_key=f"erasure:{name}",
             )
             for cid in erased.sole_cids:
                 await self.effects.record(UNPIN_EFFECT, {"cid": cid}, room_key=f"ipfs:{cid}")
@@ -280,26 +282,34 @@ class MemberDataService:
             UNPIN_EFFECT: self._unpin,
             GHOST_EFFECT: self._clear_ghost,
             DEACTIVATE_EFFECT: self._deactivate,
+            SHARED_ERASURE_EFFECT: self._erase_shared,
         }
+
+    async def _erase_shared(self, effect: EffectRow) -> dict[str, Any]:
+        p = effect.payload
+        changed = await self.repo.erase_shared(p["user_id"], p["pseudonym"], p["details"])
+        return {"audit_entries": changed}
 
     async def _deliver_export(self, effect: EffectRow) -> dict[str, Any]:
         user_id, room_id = effect.payload["user_id"], effect.payload["room_id"]
+        # Only to the member and the bot: a room others joined since is no place for it.
+        members = set(await self.matrix.bot.get_joined_members(RoomID(room_id)))
+        if members != {UserID(user_id), self.matrix.bot_user_id}:
+            raise PermanentFailure(f"{room_id} is not the member's private DM with the bot")
         export = await self.export(user_id, via="chat")
         archive = export.to_zip()
         name = f"{export.filename}.zip"
-        mxc = await self.matrix.bot.upload_media(
-            archive, mime_type="application/zip", filename=name
+        media = await self.matrix.upload_for(
+            room_id, archive, mime="application/zip", filename=name
         )
-        event_id = await self.matrix.bot.send_message_event(
-            RoomID(room_id),
-            EventType.ROOM_MESSAGE,
-            MediaMessageEventContent(
-                msgtype=MessageType.FILE,
-                body=name,
-                url=ContentURI(mxc),
-                info=FileInfo(mimetype="application/zip", size=len(archive)),
-            ),
-            txn_id=effect.txn_id,
+        content = {
+            "msgtype": "m.file",
+            "body": name,
+            "info": {"mimetype": "application/zip", "size": len(archive)},
+            **media,  # in an encrypted DM, an encrypted file
+        }
+        event_id = await self.matrix.send_message_event(
+            room_id, EventType.ROOM_MESSAGE, content, txn_id=effect.txn_id
         )
         return {"event_id": str(event_id), "bytes": len(archive)}
 

@@ -17,12 +17,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mautrix.types import (
-    ContentURI,
     EventType,
-    FileInfo,
-    MediaMessageEventContent,
     MessageType,
-    RoomID,
 )
 
 from core.effects import Effects, PermanentFailure
@@ -136,27 +132,31 @@ class MaterialStore:
         if not found:
             raise PermanentFailure(f"no material {p['cid']} in lesson {p['lesson']} any more")
         material = found[0]
-        # A gated material's plaintext copy is made for this learner only, never reused.
-        mxc = await self.media.mxc_of(material.cid) if material.key is None else None
-        if mxc is None:
-            blob = await self.ipfs.cat(material.cid, timeout=60)
-            data = decrypt(blob, material.key) if material.key else blob
-            mxc = await self.matrix.bot.upload_media(
-                data, mime_type=material.mime, filename=material.name
-            )
-            if material.key is None:
-                await self.media.set_mxc(material.cid, material.size, material.mime, False, mxc)
         room = p.get("room_id") or await self.messenger.room_for(p["learner"])
         msgtype = MessageType.IMAGE if material.mime.startswith("image/") else MessageType.FILE
-        event_id = await self.matrix.bot.send_message_event(
-            RoomID(room),
-            EventType.ROOM_MESSAGE,
-            MediaMessageEventContent(
-                msgtype=msgtype,
-                body=material.name,
-                url=ContentURI(mxc),
-                info=FileInfo(mimetype=material.mime, size=material.size),
-            ),
-            txn_id=effect.txn_id,
+        encrypted = await self.matrix.is_encrypted(room)
+        # A gated material's plaintext copy is made for this learner only, never reused; in an
+        # encrypted room the file is encrypted for this one message.
+        mxc = None if encrypted or material.key else await self.media.mxc_of(material.cid)
+        if mxc is not None:
+            media: dict[str, Any] = {"url": mxc}
+        else:
+            blob = await self.ipfs.cat(material.cid, timeout=60)
+            data = decrypt(blob, material.key) if material.key else blob
+            media = await self.matrix.upload_for(
+                room, data, mime=material.mime, filename=material.name
+            )
+            if "url" in media and material.key is None:
+                await self.media.set_mxc(
+                    material.cid, material.size, material.mime, False, media["url"]
+                )
+        content = {
+            "msgtype": str(msgtype),
+            "body": material.name,
+            "info": {"mimetype": material.mime, "size": material.size},
+            **media,
+        }
+        event_id = await self.matrix.send_message_event(
+            room, EventType.ROOM_MESSAGE, content, txn_id=effect.txn_id
         )
         return {"event_id": str(event_id)}

@@ -32,7 +32,6 @@ class Erased:
     answers: int = 0
     awards_revoked: int = 0
     files: int = 0
-    audit_entries: int = 0
     other_rows: int = 0
     sole_cids: list[str] = field(default_factory=list)
     # (room_id, event_id, source) of removed comments: redacted in their rooms afterwards.
@@ -174,15 +173,23 @@ class MemberDataRepository:
             )
             done.comments_removed = len(rows)
             ids = [r["id"] for r in rows]
-            await self.db.execute(
-                f"DELETE FROM {s}.forum_comment_revisions WHERE comment_id = ANY($1::bigint[])",
+            # The edits are events of their own, holding the text too: they are redacted as well.
+            edits = await self.db.fetch(
+                f"""DELETE FROM {s}.forum_comment_revisions v
+                    WHERE v.comment_id = ANY($1::bigint[]) RETURNING v.comment_id,
+                        v.matrix_event_id""",
                 ids,
             )
-            done.removed_events = [
-                (r["matrix_room_id"], r["matrix_event_id"], r["source"])
-                for r in rows
-                if r["matrix_room_id"] and r["matrix_event_id"]
-            ]
+            room_of = {r["id"]: (r["matrix_room_id"], r["source"]) for r in rows}
+            events = [(r["id"], r["matrix_event_id"]) for r in rows]
+            events += [(e["comment_id"], e["matrix_event_id"]) for e in edits]
+            done.removed_events = sorted(
+                {
+                    (room_of[comment][0], event_id, room_of[comment][1])
+                    for comment, event_id in events
+                    if event_id and room_of[comment][0]
+                }
+            )
         else:
             done.comments_kept = _count(
                 await self.db.execute(
@@ -275,10 +282,21 @@ class MemberDataRepository:
         ):
             other += _count(await self.db.execute(statement, user_id))
         done.other_rows = other
-        done.audit_entries = int(
-            await self.global_db.fetchval("SELECT global.erase_member($1, $2)", user_id, pseudonym)
-        )
         return done
+
+    async def erase_shared(self, user_id: str, pseudonym: str, details: dict[str, Any]) -> int:
+        """The shared part of an erasure: the audit log's entries now name the pseudonym, the
+        member's global user row goes, and ``member.erased`` is recorded (once per pseudonym, so
+        running it again changes nothing). Returns how many audit entries changed."""
+        return int(
+            await self.global_db.fetchval(
+                "SELECT global.erase_member($1, $2, $3, $4::jsonb)",
+                self.territory,
+                user_id,
+                pseudonym,
+                json.dumps(details),
+            )
+        )
 
     # --- confirmation words -------------------------------------------------------------------
 
@@ -304,7 +322,11 @@ class MemberDataRepository:
     # --- retention ----------------------------------------------------------------------------
 
     async def purge_audit(self, keep_days: int) -> int:
-        return int(await self.global_db.fetchval("SELECT global.purge_audit_log($1)", keep_days))
+        return int(
+            await self.global_db.fetchval(
+                "SELECT global.purge_audit_log($1, $2)", self.territory, keep_days
+            )
+        )
 
     async def purge_comments(self, keep_days: int) -> int:
         """Comments older than ``keep_days``: their text and revisions go (the row stays, so

@@ -20,7 +20,7 @@ import asyncpg
 from ..database import Database
 from ..territory import TerritoryCode, territory_schema
 
-InboxStatus = Literal["pending", "done", "failed", "dead"]
+InboxStatus = Literal["pending", "done", "failed", "dead", "keys"]
 
 _EVENT = "event_id, homeserver, txn_id, txn_digest, seq, room_id, event::text, attempts"
 
@@ -170,6 +170,33 @@ class TransactionRepository:
             digest,
         )
         return [InboxEvent.from_row(row) for row in rows]
+
+    async def wait_for_keys(self, event_id: str, session_id: str) -> None:
+        """An encrypted event whose room key has not arrived: settled for its transaction, tried
+        again when keys come (``waiting_for_keys``)."""
+        await self.db.execute(
+            f"""UPDATE {self.schema}.as_inbox
+                SET status = 'keys', error = $2, handled_at = now(), next_attempt_at = NULL
+                WHERE event_id = $1""",
+            event_id,
+            f"waiting for the room key of session {session_id}",
+        )
+
+    async def waiting_for_keys(self) -> list[InboxEvent]:
+        rows = await self.db.fetch(
+            f"""SELECT {_EVENT} FROM {self.schema}.as_inbox WHERE status = 'keys'
+                ORDER BY received_at, txn_id, seq"""
+        )
+        return [InboxEvent.from_row(row) for row in rows]
+
+    async def retry_with_keys(self, event_id: str) -> bool:
+        """Its key arrived: the event is pending again (the sweeper handles it in order)."""
+        status = await self.db.execute(
+            f"""UPDATE {self.schema}.as_inbox SET status = 'pending', error = NULL
+                WHERE event_id = $1 AND status = 'keys'""",
+            event_id,
+        )
+        return status.endswith(" 1")
 
     async def next_retry_in(self) -> float | None:
         """Seconds until the next failed event is due (None when none waits)."""

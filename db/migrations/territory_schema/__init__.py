@@ -17,6 +17,7 @@ from . import (
     v011_remote_gates,
     v012_refused_knocks,
     v013_erasure_requests,
+    v014_events_waiting_for_keys,
 )
 
 MODULES = (
@@ -33,4 +34,5 @@ MODULES = (
     v011_remote_gates,
     v012_refused_knocks,
     v013_erasure_requests,
+    v014_events_waiting_for_keys,
 )

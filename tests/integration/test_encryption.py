@@ -1,0 +1,163 @@
+"""The bot in encrypted rooms, driven by a member whose client encrypts (matrix-nio with vodozemac,
+independent of the bot's python-olm): commands decrypted and answered encrypted, lessons with
+materials as encrypted files, notices in encrypted DMs, and keys for a member's later device."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+from nio import JoinError
+from nio.crypto.attachments import decrypt_attachment
+
+from appservice.app import Platform
+from appservice.stack.local import LocalStack
+from tests.e2ee_user import E2EEUser
+from tests.integration.test_courses import _cli_import, _course_yaml, _slug
+from tests.matrix_user import MatrixUser, body
+
+
+@pytest_asyncio.fixture
+async def member(stack: LocalStack) -> AsyncIterator[E2EEUser]:
+    user = await E2EEUser.create_encrypted(stack)
+    yield user
+    await user.close()
+
+
+def _readable(event: dict) -> bool:  # type: ignore[type-arg]
+    """Sent encrypted and decrypted by the member's device."""
+    return bool(event.get("decrypted"))
+
+
+async def test_commands_in_an_encrypted_dm_are_answered_encrypted(
+    stack: LocalStack, platform: Platform, member: E2EEUser
+) -> None:
+    assert platform.matrix.encryption is not None, "the bot's encryption did not start"
+    dm = await member.encrypted_room_with_bot()
+    reply = await member.command(dm, "!help", timeout=30)
+    assert _readable(reply), reply
+    assert "Commands you can use here" in body(reply), body(reply)
+    listed = await member.command(dm, "!badge list", timeout=30)
+    assert _readable(listed) and "no badges yet" in body(listed), body(listed)
+
+
+async def test_an_encrypted_group_room(
+    stack: LocalStack, platform: Platform, member: E2EEUser, user: MatrixUser
+) -> None:
+    room = await member.encrypted_room_with_bot(direct=False)
+    reply = await member.command(room, "!help", timeout=30)
+    assert _readable(reply) and "Commands" in body(reply), body(reply)
+
+
+async def test_the_bots_device_is_signed_by_its_own_cross_signing_keys(
+    stack: LocalStack, platform: Platform, member: E2EEUser
+) -> None:
+    encryption = platform.matrix.encryption
+    assert encryption is not None
+    answer = await _query_keys(stack, member, platform.config.bot_user_id)
+    bot = platform.config.bot_user_id
+    device = answer["device_keys"][bot][encryption.device_id]
+    self_signing = answer["self_signing_keys"][bot]
+    (ssk_id,) = self_signing["keys"]
+    assert ssk_id in device["signatures"][bot], device["signatures"]
+    assert bot in answer["master_keys"]
+    assert platform.config.recovery_key_path.stat().st_mode & 0o077 == 0  # a secret, 0600
+
+
+async def _query_keys(stack: LocalStack, user: MatrixUser, who: str) -> dict:  # type: ignore[type-arg]
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{stack.synapse.url}/_matrix/client/v3/keys/query",
+            json={"device_keys": {who: []}},
+            headers={"Authorization": f"Bearer {user.client.access_token}"},
+        ) as resp:
+            assert resp.status == 200
+            return dict(await resp.json())
+
+
+async def _download(stack: LocalStack, user: MatrixUser, mxc: str) -> bytes:
+    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{stack.synapse.url}/_matrix/client/v1/media/download/{server}/{media_id}",
+            headers={"Authorization": f"Bearer {user.client.access_token}"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.read()
+
+
+async def test_a_lesson_and_its_material_arrive_encrypted(
+    stack: LocalStack, platform: Platform, member: E2EEUser, tmp_path: Path
+) -> None:
+    slides = b"%PDF-1.4\nencrypted slides\n" + uuid.uuid4().bytes
+    (tmp_path / "slides").mkdir()
+    (tmp_path / "slides" / "carbon.pdf").write_bytes(slides)
+    slug = _slug("secret-lessons")
+    data = json.loads(_course_yaml(slug, slug))
+    data["lessons"][0]["materials"] = ["slides/carbon.pdf"]
+    (tmp_path / f"{slug}.yaml").write_text(json.dumps(data))
+    code, _, err = await _cli_import(stack, tmp_path / f"{slug}.yaml")
+    assert code == 0, err
+
+    dm = await member.encrypted_room_with_bot()
+    await member.command(dm, f"!course enroll {slug}", timeout=30)
+    lesson = await member.command(dm, f"!course next {slug}", timeout=30)
+    assert _readable(lesson) and "Why it matters" in body(lesson), body(lesson)
+
+    def is_material(e: dict[str, Any]) -> bool:
+        content = e.get("content", {})
+        return content.get("msgtype") == "m.file" and content.get("body") == "carbon.pdf"
+
+    delivered = await member.wait_for(dm, is_material, timeout=30)
+    assert _readable(delivered)
+    file = delivered["content"]["file"]  # an encrypted attachment, not a plain url
+    assert "url" not in delivered["content"]
+    ciphertext = await _download(stack, member, file["url"])
+    assert slides not in ciphertext
+    plain = decrypt_attachment(ciphertext, file["key"]["k"], file["hashes"]["sha256"], file["iv"])
+    assert plain == slides
+
+
+async def test_the_bot_keeps_reading_after_a_restart(stack: LocalStack, member: E2EEUser) -> None:
+    dm = await member.encrypted_room_with_bot()
+    first = await member.command(dm, "!help", timeout=30)
+    assert _readable(first)
+    await stack.restart_platform()
+    after = await member.command(dm, "!badge list", timeout=60)
+    assert _readable(after) and "badges" in body(after), body(after)
+
+
+async def test_a_badge_notice_in_an_encrypted_dm_is_readable(
+    stack: LocalStack, platform: Platform, member: E2EEUser, admin: MatrixUser
+) -> None:
+    dm = await member.encrypted_room_with_bot()  # the member's DM with the bot, encrypted
+    badge = _slug("quiet-helper")
+    admin_dm = await admin.room_with_bot()
+    await admin.command(admin_dm, f"!badge define {badge} Quiet helper")
+    await admin.command(admin_dm, f"!badge award {member.user_id} {badge}")
+    notice = await member.wait_for(dm, lambda e: badge in body(e), timeout=30)
+    assert _readable(notice) and "You earned the badge" in body(notice), body(notice)
+
+
+async def test_gating_works_in_an_encrypted_room(
+    stack: LocalStack, platform: Platform, member: E2EEUser, user: MatrixUser
+) -> None:
+    """Membership is never encrypted: the gate decides as anywhere else."""
+    room = await member.encrypted_room_with_bot(direct=False, moderator_bot=True)
+    badge = _slug("cohort")
+    await platform.badges.define(
+        badge, "Cohort", valid_days=None, requires=(), actor=member.user_id
+    )
+    done = await member.command(room, f"!gate require {badge}", timeout=30)
+    assert _readable(done) and badge in body(done), body(done)
+    joined = await user.client.join(room)
+    assert isinstance(joined, JoinError), joined  # knock-only now
+    knocked = await user.client.room_knock(room, reason="let me in")
+    assert not isinstance(knocked, JoinError), knocked
+    refusal = await user.dm_from_bot(lambda e: "Your knock on" in body(e) and badge in body(e))
+    assert f"requires the badge {badge}" in body(refusal), body(refusal)
