@@ -359,7 +359,7 @@ class BotEncryption:
 
 
 def own_count(raw: dict[str, Any]) -> DeviceOTKCount:
-    return cast(DeviceOTKCount, DeviceOTKCount.deserialize(raw))
+    return cast(DeviceOTKCount, DeviceOTKCount.deserialize(cast(Any, raw)))
 
 
 def _device(device: DeviceIdentity) -> tuple[str, str]:
