@@ -161,6 +161,7 @@ class BotEncryption:
         self._client: Client | None = None
         self._machine: OlmMachine | None = None
         self.rooms: RoomCryptoState | None = None
+        self.keys_shared = 0  # room keys forwarded on request (unityplan_encryption_keys_shared)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -181,6 +182,9 @@ class BotEncryption:
             base_url=s.homeserver_url,
             token=s.as_token,
             client_session=self._session,
+            # What it reads (joined members, encryption state) fills the appservice's cache, so
+            # a member's new device makes the bot renew its session in the rooms they share.
+            state_store=cast(Any, self.state_cache),
             log=cast(TraceLogger, logging.getLogger("unityplan.encryption.api")),
             default_retry_count=0,
         )
@@ -297,6 +301,11 @@ class BotEncryption:
             )
         return len(to_device)
 
+    async def knows_device(self, user_id: str, device_id: str) -> bool:
+        """Whether the bot has fetched this device's keys (it encrypts for it from now on)."""
+        devices = await self.machine.crypto_store.get_devices(UserID(user_id))
+        return bool(devices and DeviceID(device_id) in devices)
+
     async def handle_member_event(self, event: StateEvent) -> None:
         """A member left or joined: the room's outgoing session is replaced before the next send."""
         await self.machine.handle_member_event(event)
@@ -355,6 +364,7 @@ class BotEncryption:
                 reason="You are not in that room",
             )
         log.info("Sharing a room key of %s with %s/%s", request.room_id, *_device(device))
+        self.keys_shared += 1
         return True
 
 

@@ -16,6 +16,7 @@ from nio import (
     RoomCreateResponse,
     RoomSendResponse,
     SyncResponse,
+    ToDeviceError,
 )
 
 from appservice.stack.local import LocalStack, TerritoryNode
@@ -120,7 +121,21 @@ class E2EEUser(MatrixUser):
         assert isinstance(response, RoomSendResponse), response
         return response.event_id
 
-    async def request_keys_for(self, event: Event) -> None:
-        """Ask the other devices (the bot's among them) for the key of an undecryptable event."""
-        parsed = MegolmEvent.from_dict(event)
-        await self.client.request_room_key(parsed)
+    async def history(self, room_id: str, limit: int = 50) -> list[Event]:
+        """The room's latest events as the server has them (encrypted ones still sealed)."""
+        response = await self.client.room_messages(room_id, start="", limit=limit)
+        return [dict(e.source) for e in getattr(response, "chunk", [])]
+
+    async def request_keys(self, event: Event, sender: str, sender_device: str) -> None:
+        """Ask the sender's device for the room key of an event this device cannot read (nio
+        itself asks only the user's own devices)."""
+        sealed = MegolmEvent.from_dict(event)
+        if sealed.session_id in self.client.outgoing_key_requests:
+            return
+
+        await self.client.request_room_key(sealed)  # remembered: the answer will be accepted
+        message = sealed.as_key_request(
+            sender, self.client.device_id, request_id=sealed.session_id, device_id=sender_device
+        )
+        response = await self.client.to_device(message)
+        assert not isinstance(response, ToDeviceError), response

@@ -16,6 +16,7 @@ import aiohttp
 import psutil
 
 from db.repositories.forum import Comment
+from tests.e2ee_user import E2EEUser
 from tests.fault.conftest import FaultStack
 from tests.matrix_user import MatrixUser, body, replies_to
 from tests.waiting import eventually
@@ -137,6 +138,47 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(
         )
     finally:
         await user.close()
+
+
+async def test_an_encrypted_dm_reads_on_after_kill_9_and_on_a_new_device(
+    faults: FaultStack, report: Report
+) -> None:
+    """The bot's Olm and Megolm sessions are in PostgreSQL: after SIGKILL its next answer is
+    readable by the member's device, and by a device the member adds afterwards."""
+    member = await E2EEUser.create_encrypted(faults.stack)
+    second: E2EEUser | None = None
+    try:
+        dm = await member.encrypted_room_with_bot()
+        first = await member.command(dm, "!help", timeout=60)
+        assert first.get("decrypted"), first
+        old = _kill_appservice(faults)
+        await _restarted(faults, old)
+        started = time.monotonic()
+        after = await member.command(dm, "!territory info", timeout=120)
+        readable_after = time.monotonic() - started
+        assert after.get("decrypted") and "dk" in body(after), after
+
+        # A device the member adds now reads the answers that follow (the bot's session
+        # follows the member's device list, kept in PostgreSQL across the kill).
+        second = await E2EEUser.login_device(faults.stack, member.user_id, member.password)
+
+        async def readable_by_the_new_device() -> bool:
+            reply = await member.command(dm, "!territory info", timeout=60)
+            assert second is not None
+            seen = await second.wait_for(dm, lambda e: e.get("event_id") == reply["event_id"])
+            return bool(seen.get("decrypted"))
+
+        await eventually(readable_by_the_new_device, "the new device reading the bot's answer")
+        report(
+            "kill -9 between two commands in an encrypted DM",
+            answer_readable_after_restart=True,
+            seconds_to_answer_after_restart=round(readable_after, 1),
+            new_device_reads_the_next_answers=True,
+        )
+    finally:
+        await member.close()
+        if second is not None:
+            await second.close()
 
 
 async def test_homeserver_502s_delay_replies_but_never_double_them(

@@ -20,6 +20,7 @@ from appservice.stack.local import LocalStack
 from tests.e2ee_user import E2EEUser
 from tests.integration.test_courses import _cli_import, _course_yaml, _slug
 from tests.matrix_user import MatrixUser, body
+from tests.waiting import eventually
 
 
 @pytest_asyncio.fixture
@@ -161,3 +162,46 @@ async def test_gating_works_in_an_encrypted_room(
     assert not isinstance(knocked, JoinError), knocked
     refusal = await user.dm_from_bot(lambda e: "Your knock on" in body(e) and badge in body(e))
     assert f"requires the badge {badge}" in body(refusal), body(refusal)
+
+
+async def test_a_members_new_device_reads_on_and_its_key_requests_are_answered(
+    stack: LocalStack, platform: Platform, member: E2EEUser
+) -> None:
+    """A device the member adds later reads the bot's next answers (the bot's session follows
+    the member's device list), and its requests for the keys of earlier answers are answered:
+    the bot forwards them to that device. (nio, like Element, then keeps only keys forwarded by
+    the member's own devices; a client that trusts the bot's device can import them.)"""
+    dm = await member.encrypted_room_with_bot()
+    first = await member.command(dm, "!help", timeout=30)
+    assert _readable(first)
+    second = await E2EEUser.login_device(stack, member.user_id, member.password)
+    try:
+        encryption = platform.matrix.encryption
+        assert encryption is not None
+        shared_before = encryption.keys_shared
+        sealed = [
+            e
+            for e in await second.history(dm)
+            if e.get("sender") == member.bot and e.get("type") == "m.room.encrypted"
+        ]
+        assert sealed, "the new device sees the earlier answer, sealed"
+        for event in sealed:
+            await second.request_keys(event, member.bot, encryption.device_id)
+
+        async def answered() -> bool:
+            await second.sync(timeout_ms=200)
+            return encryption.keys_shared > shared_before
+
+        await eventually(answered, "the bot forwarded the requested key to the new device")
+
+        async def known() -> bool:
+            return await encryption.knows_device(member.user_id, second.client.device_id)
+
+        await eventually(known, "the bot learned of the member's new device")
+
+        later = await member.command(dm, "!territory info", timeout=30)
+        assert _readable(later)
+        seen = await second.wait_for(dm, lambda e: e.get("event_id") == later["event_id"])
+        assert _readable(seen) and "dk" in body(seen), seen
+    finally:
+        await second.close()
