@@ -36,12 +36,6 @@ CANNOT_READ = (
 )
 
 
-def was_encrypted(event: Event) -> bool:
-    """Whether the event reached the handlers decrypted (it came encrypted)."""
-    marker = event.get("mautrix") if hasattr(event, "get") else None
-    return bool(isinstance(marker, dict) and marker.get("was_encrypted"))
-
-
 class EncryptedEvents:
     def __init__(
         self,

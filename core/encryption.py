@@ -64,6 +64,12 @@ from db.cache import LruCache
 log = logging.getLogger("unityplan.encryption")
 
 
+def was_encrypted(event: Event) -> bool:
+    """Whether the event reached the handlers decrypted (it came encrypted)."""
+    marker = event.get("mautrix") if hasattr(event, "get") else None
+    return bool(isinstance(marker, dict) and marker.get("was_encrypted"))
+
+
 class KeysMissing(Exception):
     """The room key of an encrypted event has not arrived (yet): try again when it does."""
 

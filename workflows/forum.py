@@ -28,7 +28,7 @@ from mautrix.types import (
 )
 
 from core.effects import Effects, Executor, PermanentFailure
-from core.errors import Forbidden, Locked, NotFound, Refused
+from core.errors import Conflict, Forbidden, Locked, NotFound, Refused
 from core.events import EventEmitter
 from core.html import html_to_text, markdown_to_html
 from core.ids import Namespace, localpart_of
@@ -265,6 +265,11 @@ class ForumService:
     ) -> Comment:
         if topic.locked:
             raise Locked("This topic is locked.")
+        room = topic.matrix_room_id
+        if room and not self.db.in_transaction and await self.matrix.is_encrypted(room):
+            raise Conflict(
+                "This topic's room is encrypted, so the forum no longer carries comments into it."
+            )
         parent = None
         if reply_to is not None:
             parent = await self.forum.comment(reply_to)

@@ -20,6 +20,7 @@ from mautrix.types import (
     TextMessageEventContent,
 )
 
+from core.encryption import was_encrypted
 from core.events import EventEmitter
 from core.html import clean_html
 from db.repositories.forum import ForumRepository, Topic
@@ -30,6 +31,12 @@ log = logging.getLogger("unityplan.forum.bridge")
 UP = {"👍", "👍️", "+1", ":+1:"}
 DOWN = {"👎", "👎️", "-1", ":-1:"}
 TEXT_TYPES = {MessageType.TEXT, MessageType.EMOTE}
+
+
+ENCRYPTED_TOPIC = (
+    "This topic's room is encrypted now, so its messages no longer reach the public forum (and "
+    "comments written on the forum no longer come in). Encrypted rooms are never bridged."
+)
 
 
 class ForumBridge:
@@ -51,6 +58,12 @@ class ForumBridge:
             return
         topic = await self.forum.topic_by_room(room_id)
         if topic is None:
+            return
+        if was_encrypted(event):
+            return  # an encrypted room is never bridged to the public forum
+        if isinstance(event, StateEvent) and event.type == EventType.ROOM_ENCRYPTION:
+            await self.service.effects.notice(room_id, ENCRYPTED_TOPIC)
+            log.info("Topic %d's room %s is encrypted now: no longer bridged", topic.id, room_id)
             return
         if isinstance(event, MessageEvent) and event.type == EventType.ROOM_MESSAGE:
             await self._message(topic, event)

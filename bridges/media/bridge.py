@@ -24,6 +24,7 @@ from mautrix.types import (
 )
 
 from core.effects import Effects
+from core.encryption import was_encrypted
 from core.errors import TooLarge
 from core.events import EventEmitter
 from core.html import escape
@@ -76,6 +77,8 @@ class MediaBridge:
             return
         if not (isinstance(event, MessageEvent) and event.type == EventType.ROOM_MESSAGE):
             return
+        if was_encrypted(event):
+            return  # encrypted files are never copied to IPFS
         content = event.content
         if not (isinstance(content, MediaMessageEventContent) and content.msgtype in FILE_TYPES):
             return

@@ -12,7 +12,8 @@ from typing import Any
 
 import aiohttp
 import pytest_asyncio
-from nio import JoinError
+from mautrix.types import RoomID, UserID
+from nio import JoinError, RoomPutStateError
 from nio.crypto.attachments import decrypt_attachment
 
 from appservice.app import Platform
@@ -205,3 +206,48 @@ async def test_a_members_new_device_reads_on_and_its_key_requests_are_answered(
         assert _readable(seen) and "dk" in body(seen), seen
     finally:
         await second.close()
+
+
+async def test_an_encrypted_topic_room_is_no_longer_bridged(
+    stack: LocalStack, platform: Platform
+) -> None:
+    """A moderator switches encryption on in a topic's room: the bot says (encrypted) that the
+    room is no longer bridged, and the forum API no longer sends comments into it."""
+    demo = next(u for u in stack.demo_users if u.role == "admin")
+    moderator = await E2EEUser.login_device(stack, demo.user_id, demo.password)
+    try:
+        topic = await platform.forum_service.create_topic(
+            f"Private {uuid.uuid4().hex[:6]}", moderator.user_id
+        )
+        assert topic.matrix_room_id
+        room = topic.matrix_room_id
+        await moderator.client.join(room)
+        # Topic rooms keep encryption at the bot's level (100); the bot hands it over here.
+        levels = await platform.matrix.bot.get_power_levels(RoomID(room), ignore_cache=True)
+        await platform.effects.power_levels(
+            room, {"users": {**levels.users, moderator.user_id: 100}}
+        )
+
+        async def promoted() -> bool:
+            fresh = await platform.matrix.bot.get_power_levels(RoomID(room), ignore_cache=True)
+            return fresh.get_user_level(UserID(moderator.user_id)) == 100
+
+        await eventually(promoted, "the moderator raised to 100 in the topic room")
+        sent = await moderator.client.room_put_state(
+            room, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}
+        )
+        assert not isinstance(sent, RoomPutStateError), sent
+        notice = await moderator.wait_for(
+            room, lambda e: "no longer reach the public forum" in body(e), timeout=30
+        )
+        assert notice["sender"] == moderator.bot and _readable(notice)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{platform.config.public_url}/api/forums/topics/{topic.id}/comments",
+                json={"body": "from the web"},
+                headers={"Authorization": f"Bearer {await moderator.openid_token()}"},
+            ) as resp:
+                assert resp.status == 409, await resp.text()
+                assert "encrypted" in (await resp.json())["error"]
+    finally:
+        await moderator.close()
