@@ -1,7 +1,8 @@
 """One local stack with the echo appservice beside it, two users and the three rooms the benchmark uses.
 
-alice has a room with UnityPlan's bot, a room with the echo bot, and a room with bob. Everything is
-started inside one ``AsyncExitStack`` and stopped in reverse order however the run ends.
+alice has a room with UnityPlan's bot, a room with the echo bot, and a room with bob; carol, whose
+client encrypts, has a plain and an encrypted room with the bot. Everything is started inside one
+``AsyncExitStack`` and stopped in reverse order however the run ends.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class Environment:
     bot_room: str
     echo_room: str
     bob_room: str
+    carol: SyncedUser
+    carol_plain_room: str
+    carol_encrypted_room: str
 
 
 @asynccontextmanager
@@ -66,6 +70,7 @@ async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
 
         alice = await synced_user(stack.synapse, "alice", cleanup)
         bob = await synced_user(stack.synapse, "bob", cleanup)
+        carol = await synced_user(stack.synapse, "carol", cleanup, store=data_dir / "carol-keys")
         bot_user_id = str(stack.info()["bot_user_id"])
         echo_user_id = echo.registration.bot_user_id
         yield Environment(
@@ -77,6 +82,9 @@ async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
             bot_room=await room_with(alice, bot_user_id),
             echo_room=await room_with(alice, echo_user_id),
             bob_room=await room_with(alice, bob.user_id, joiner=bob),
+            carol=carol,
+            carol_plain_room=await room_with(carol, bot_user_id),
+            carol_encrypted_room=await room_with(carol, bot_user_id, encrypted=True),
         )
 
 
@@ -91,22 +99,35 @@ async def _start_echo(stack: LocalStack, registration_path: Path) -> EchoAppserv
 
 
 async def synced_user(
-    synapse: SynapseServer, localpart: str, cleanup: AsyncExitStack
+    synapse: SynapseServer, localpart: str, cleanup: AsyncExitStack, store: Path | None = None
 ) -> SyncedUser:
-    """A new user of ``synapse``, logged in and syncing until ``cleanup`` closes it."""
+    """A new user of ``synapse``, logged in and syncing until ``cleanup`` closes it (encrypting,
+    with its keys in ``store``, when one is given)."""
     password = secrets.token_urlsafe(12)
     user_id = await synapse.register_user(localpart, password)
-    user = SyncedUser(synapse.url, user_id)
+    user = SyncedUser(synapse.url, user_id, store=store)
     cleanup.push_async_callback(user.close)
     await user.login(password)
     await user.start_syncing()
     return user
 
 
-async def room_with(creator: SyncedUser, invitee: str, joiner: SyncedUser | None = None) -> str:
+ENCRYPTION = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
+
+
+async def room_with(
+    creator: SyncedUser, invitee: str, joiner: SyncedUser | None = None, encrypted: bool = False
+) -> str:
     """A private room with ``invitee``; bots join by themselves, ``joiner`` is told to join."""
     created = await creator.client.room_create(
-        invite=[invitee], is_direct=True, preset=RoomPreset.private_chat
+        invite=[invitee],
+        is_direct=True,
+        preset=RoomPreset.private_chat,
+        initial_state=[ENCRYPTION] if encrypted else (),
     )
     if not isinstance(created, RoomCreateResponse):
         raise RuntimeError(f"{creator.user_id} could not create a room with {invitee}: {created}")

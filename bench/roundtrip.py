@@ -1,8 +1,10 @@
-"""`python -m bench roundtrip`: three round trips on one local stack, measured interleaved.
+"""`python -m bench roundtrip`: five round trips on one local stack, measured interleaved.
 
 - ours:  alice sends ``!help`` to UnityPlan's bot and sees its reply notice via sync;
 - floor: the same against a minimal echo appservice on the same homeserver;
-- plain: alice sends a text and bob sees it via sync (no appservice in the path).
+- plain: alice sends a text and bob sees it via sync (no appservice in the path);
+- unencrypted / encrypted: carol, whose client encrypts (nio with vodozemac), sends ``!help`` to the
+  bot in a plain room and in an encrypted one: the cost of the bot's end-to-end encryption.
 
 A round trip is timed from just before ``room_send`` to the sync response that brings the matching
 event: the notice replying to the sent event (ours, floor) or the sent event itself (plain). Each
@@ -27,11 +29,13 @@ from .environment import Environment, running_environment
 from .stats import Ratio, Summary
 from .synced_user import SyncedUser, SyncFailed, event_key, reply_key
 
-KINDS = ("ours", "floor", "plain")
+KINDS = ("ours", "floor", "plain", "unencrypted", "encrypted")
 DESCRIPTIONS = {
     "ours": "!help -> UnityPlan bot",
     "floor": "!help -> echo appservice",
     "plain": "alice -> bob via sync",
+    "unencrypted": "!help -> bot, E2EE client",
+    "encrypted": "same, encrypted room",
 }
 
 
@@ -53,6 +57,7 @@ class Probe:
     body: str
     watcher: SyncedUser  # the user whose sync brings the answer
     answer_key: Callable[[str], str]  # sent event id -> the key the answer is noted under
+    sender: SyncedUser | None = None  # who sends (alice when None)
 
 
 @dataclass
@@ -70,6 +75,7 @@ class RoundTripResult:
         return {
             "ours/floor": Ratio.of(summaries["ours"], summaries["floor"]),
             "ours/plain": Ratio.of(summaries["ours"], summaries["plain"]),
+            "encrypted/unencrypted": Ratio.of(summaries["encrypted"], summaries["unencrypted"]),
         }
 
 
@@ -104,6 +110,22 @@ def probes(env: Environment) -> list[Probe]:
             lambda sent: reply_key(env.echo_user_id, sent),
         ),
         Probe("plain", env.bob_room, "hello bob", env.bob, event_key),
+        Probe(
+            "unencrypted",
+            env.carol_plain_room,
+            "!help",
+            env.carol,
+            lambda sent: reply_key(env.bot_user_id, sent),
+            sender=env.carol,
+        ),
+        Probe(
+            "encrypted",
+            env.carol_encrypted_room,
+            "!help",
+            env.carol,
+            lambda sent: reply_key(env.bot_user_id, sent),
+            sender=env.carol,
+        ),
     ]
 
 
@@ -115,7 +137,15 @@ async def measure(
 ) -> None:
     """Fill ``samples`` (ms per kind) with the iterations after the warm-up ones."""
     measurements: list[tuple[str, Measurement]] = [
-        (probe.kind, partial(round_trip, env.alice, probe, options.timeout_s))
+        (
+            probe.kind,
+            partial(
+                round_trip,
+                probe.watcher if probe.watcher is env.carol else env.alice,
+                probe,
+                options.timeout_s,
+            ),
+        )
         for probe in order or probes(env)
     ]
     await measure_interleaved(measurements, options.warmup, options.runs, samples)
@@ -148,7 +178,9 @@ async def round_trip(sender: SyncedUser, probe: Probe, timeout_s: float) -> floa
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):
-            sent = await sender.client.room_send(probe.room_id, "m.room.message", content)
+            sent = await sender.client.room_send(
+                probe.room_id, "m.room.message", content, ignore_unverified_devices=True
+            )
             if not isinstance(sent, RoomSendResponse):
                 raise RoundTripFailed(f"{probe.kind}: sending failed: {sent}")
             arrived = await probe.watcher.arrival_of(probe.answer_key(sent.event_id))

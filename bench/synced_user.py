@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
-from nio import AsyncClient, JoinedMembersResponse, LoginResponse, SyncResponse
+from nio import AsyncClient, AsyncClientConfig, JoinedMembersResponse, LoginResponse, SyncResponse
 
 log = logging.getLogger("unityplan.bench.sync")
 
@@ -51,9 +52,20 @@ def keys_of(source: dict[str, Any]) -> list[str]:
 
 
 class SyncedUser:
-    def __init__(self, homeserver_url: str, user_id: str) -> None:
+    def __init__(self, homeserver_url: str, user_id: str, store: Path | None = None) -> None:
+        """With ``store`` (a folder for its keys) the client encrypts: nio's own E2EE."""
         self.user_id = user_id
-        self.client = AsyncClient(homeserver_url, user_id)
+        self.encrypts = store is not None
+        if store is not None:
+            store.mkdir(parents=True, exist_ok=True)
+            self.client = AsyncClient(
+                homeserver_url,
+                user_id,
+                store_path=str(store),
+                config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False),
+            )
+        else:
+            self.client = AsyncClient(homeserver_url, user_id)
         self._arrivals: dict[str, float] = {}
         self._waiters: dict[str, asyncio.Future[float]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -71,8 +83,20 @@ class SyncedUser:
         self._task = asyncio.create_task(self._sync_forever(), name=f"sync {self.user_id}")
         self._task.add_done_callback(self._sync_stopped)
 
+    async def _keys(self) -> None:
+        """What an encrypting client does between syncs: upload, query and claim keys."""
+        client = self.client
+        if client.should_upload_keys:
+            await client.keys_upload()
+        if client.should_query_keys:
+            await client.keys_query()
+        if client.should_claim_keys:
+            await client.keys_claim(client.get_users_for_key_claiming())
+
     async def _sync_forever(self) -> None:
         while True:
+            if self.encrypts:
+                await self._keys()
             response = await self.client.sync(timeout=SYNC_TIMEOUT_MS)
             arrived = time.perf_counter()
             if isinstance(response, SyncResponse):

@@ -64,6 +64,17 @@ from db.cache import LruCache
 log = logging.getLogger("unityplan.encryption")
 
 
+class _Unsigned(logging.Filter):
+    """Members' devices are rarely cross-signed: mautrix says so on every message, as a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not ("cross-signing key" in text or "isn't cross-signed" in text)
+
+
+logging.getLogger("unityplan.encryption.olm").addFilter(_Unsigned())
+
+
 def was_encrypted(event: Event) -> bool:
     """Whether the event reached the handlers decrypted (it came encrypted)."""
     marker = event.get("mautrix") if hasattr(event, "get") else None
@@ -264,6 +275,8 @@ class BotEncryption:
         log.info("The bot's device is signed by its new cross-signing keys")
 
     async def stop(self) -> None:
+        if self._client is not None and self._session is None:
+            await self._client.api.session.close()  # the session mautrix made for itself
         if self._store is not None:
             await self._store.close()
         if self._db is not None:
