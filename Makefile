@@ -23,6 +23,7 @@ lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check appservice bridges commands core registration db workflows tests bench
 	$(BIN)/mypy
+	cd synapse/modules && ../../$(BIN)/mypy  # the gate module: mypy --strict (its pyproject)
 	$(BIN)/lint-imports
 
 $(VENV)/.lint-installed: pyproject.toml $(VENV)/.test-installed

@@ -9,6 +9,7 @@ unityplan [-c CONFIG] course import FILE
 unityplan [-c CONFIG] territory info [CODE] | list | add CODE --name … --server-name … --homeserver URL --db DSN
                                   [--data-residency R] [--no-cross-border] | settings CODE key=value…
 unityplan [-c CONFIG] territory backup CODE --to FILE | restore FILE --db DSN
+unityplan docs commands [--write FILE | --check FILE]
 unityplan [-c CONFIG] audit [--user @u:server] [--action A] [--limit N] [--json]
 unityplan [-c CONFIG] deadletters list [--limit N] [--json] | retry ID... | drop ID...
 """
@@ -119,6 +120,18 @@ def _parser() -> argparse.ArgumentParser:
     ):
         action = dead_actions.add_parser(name, help=what)
         action.add_argument("ids", nargs="+", metavar="ID", help="effect:N or event:$id")
+
+    docs = commands.add_parser("docs", help="generated documentation")
+    docs_what = docs.add_subparsers(dest="action", required=True, metavar="WHAT")
+    docs_commands = docs_what.add_parser(
+        "commands", help="the command reference of docs/commands.md, from the command definitions"
+    )
+    docs_commands.add_argument(
+        "--write", type=Path, default=None, metavar="FILE", help="replace the block in FILE"
+    )
+    docs_commands.add_argument(
+        "--check", type=Path, default=None, metavar="FILE", help="exit 1 when FILE's is stale"
+    )
 
     audit = commands.add_parser(
         "audit", help="this territory's audit log, newest first (reading it is recorded too)"
@@ -701,10 +714,36 @@ def cmd_deadletters(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def cmd_docs_commands(args: argparse.Namespace) -> int:
+    """Print the generated block; or write it into a file; or say whether a file's is current."""
+    from commands.reference import reference, replaced
+
+    target: Path | None = args.write or args.check
+    if target is None:
+        print(reference())
+        return 0
+    current = target.read_text("utf-8")
+    fresh = replaced(current)
+    if args.check is not None:
+        if fresh != current:
+            print(
+                f"unityplan: {target} is stale; run `unityplan docs commands --write {target}`.",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{target} is current.")
+        return 0
+    target.write_text(fresh, "utf-8")
+    print(f"Wrote the command reference into {target}.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
         return cmd_dev(args)
+    if args.command == "docs":
+        return cmd_docs_commands(args)
     if args.command == "run" and not args.config.exists():
         args.config.write_text(example_config_text())
         print(

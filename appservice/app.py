@@ -88,6 +88,7 @@ from .homeserver_admin import SynapseAdmin
 from .invites import BotInviteHandler
 from .member_api import add_member_routes
 from .metrics import Metrics
+from .openapi import add_openapi_route
 from .queries import NamespaceQueries
 from .server import add_operational_routes, json_errors
 from .transactions import HomeserverEndpoints
@@ -635,6 +636,7 @@ class Platform:
             RateLimiter("writes", config.limits.api_writes_per_minute),
         ).add_routes(app)
         add_media_routes(app, self.media, self.ipfs)
+        add_openapi_route(app, config.public_url, self.territory)
         add_member_routes(
             app,
             self.member_data,

@@ -18,6 +18,7 @@ Runs as the admin of each server (publications and subscriptions need a superuse
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 
 from .migrations import migrate_schema
+from .pgtools import find_pg_bin, libpq_target
 from .roles import ensure_login_role, hand_over_schema, role_name
 from .territory import TerritoryCode, territory_schema
 
@@ -105,6 +107,9 @@ async def prepare(move: Relocation, progress: Progress) -> None:
         role_on_target = await _connect(move.target_role_dsn())
         try:
             await migrate_schema(role_on_target, "territory", move.schema)
+            # Tables others made in the schema (the bot's crypto store: mautrix's own migrations)
+            # come from the source's definitions.
+            await _copy_other_tables(source, role_on_target, move)
             # Empty, the copy fills it: rows the migrations seed (and their record) come from
             # the source like every other row.
             tables = await role_on_target.fetch(
@@ -134,6 +139,41 @@ async def prepare(move: Relocation, progress: Progress) -> None:
     finally:
         await source.close()
         await target.close()
+
+
+async def _tables(conn: asyncpg.Connection, schema: str) -> set[str]:
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
+    return {row["tablename"] for row in rows}
+
+
+async def _copy_other_tables(
+    source: asyncpg.Connection, target: asyncpg.Connection, move: Relocation
+) -> None:
+    missing = sorted(await _tables(source, move.schema) - await _tables(target, move.schema))
+    if not missing:
+        return
+    dsn, env = libpq_target(move.source_admin)
+    command = [
+        str(find_pg_bin("pg_dump") / "pg_dump"),
+        "--schema-only",
+        "--no-owner",
+        "--no-acl",
+        *(f"--table={move.schema}.{name}" for name in missing),
+        dsn,
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RelocationRefused(f"pg_dump of {', '.join(missing)} failed: {err.decode().strip()}")
+    # SQL only: pg_dump's psql meta-commands (\restrict …) are not SQL.
+    script = "\n".join(line for line in out.decode().splitlines() if not line.startswith("\\"))
+    await target.execute(script)
+    await target.execute(f"SET search_path TO {move.schema}, public")
 
 
 def _conninfo(dsn: str) -> str:

@@ -4,6 +4,7 @@ independent of the bot's (mautrix-python on python-olm)."""
 from __future__ import annotations
 
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,17 @@ class E2EEUser(MatrixUser):
         assert isinstance(response, LoginResponse), response
         user = cls(client, stack, node)
         user.password = password
+        user.store = store
         await user.sync(timeout_ms=0)
         return user
 
     password: str = ""
+    store: Path | None = None
+
+    async def close(self) -> None:
+        await super().close()
+        if self.store is not None:
+            shutil.rmtree(self.store, ignore_errors=True)
 
     async def sync(self, timeout_ms: int = 1000) -> None:
         client = self.client

@@ -67,8 +67,14 @@ class SynapseServer:
         federation: Federation | None = None,
         name: str = "synapse",
         run_dir: Path | None = None,
+        python: str = sys.executable,
+        module_path: Path | None = TEMPLATES / "modules",
     ) -> None:
         self.name = name
+        # The Python that runs Synapse, and where our modules are imported from (None: they are
+        # installed into that Python's environment, as `pip install ./synapse/modules` does).
+        self.python = python
+        self.module_path = module_path
         # Where its pid file goes (the stack's run folder, so a killed stack's leftovers are found).
         self.run_dir = run_dir
         self.data_dir = data_dir
@@ -130,11 +136,11 @@ class SynapseServer:
         (self.data_dir / "homeserver.pid").unlink(missing_ok=True)
         self.process = ManagedProcess(
             self.name,
-            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
+            [self.python, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
             log_path=self.data_dir / "synapse-stdout.log",
             cwd=self.data_dir,
-            # Our Synapse modules are importable from synapse/modules.
-            env={"PYTHONPATH": str(TEMPLATES / "modules")},
+            # Our Synapse modules are importable from synapse/modules in the dev stack.
+            env={"PYTHONPATH": str(self.module_path)} if self.module_path else None,
             pid_file=self.run_dir / f"{self.name}.pid" if self.run_dir else None,
         )
         self.process.start()

@@ -48,7 +48,7 @@ class NewTopic(BaseModel):
 class NewComment(BaseModel):
     model_config = ConfigDict(extra="forbid")
     body: str = Field(min_length=1, max_length=MAX_BODY_CHARS)
-    reply_to: int | None = None
+    reply_to: int | None = Field(default=None, ge=1, le=2**63 - 1)  # a comment id (bigint)
 
 
 class EditComment(BaseModel):

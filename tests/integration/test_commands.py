@@ -143,3 +143,10 @@ def test_every_usage_line_reads_well(platform: Platform) -> None:
     assert "!badge list [@user]" in usages
     assert "!mod audit [n]" in usages
     assert "!gate require <badge> [<badge>...] [--any]" in usages
+
+
+def test_the_generated_reference_covers_what_the_bot_registers(platform: Platform) -> None:
+    from commands.reference import specs
+
+    registered = {s.name for s in platform.router.commands if s.path[0] != "testing"}
+    assert {s.name for s in specs()} == registered

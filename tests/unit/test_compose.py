@@ -300,7 +300,10 @@ def test_has_the_platform_services_and_a_dk_territory() -> None:
     assert SERVICES["ipfs"]["image"].startswith("ipfs/kubo:")
     assert SERVICES["prometheus"]["image"].startswith("prom/prometheus:")
     for code in TERRITORIES:
-        assert SERVICES[f"synapse-{code}"]["image"].startswith("matrixdotorg/synapse:")
+        # Synapse with the gate installed as a package: built FROM the pinned Synapse image.
+        build = SERVICES[f"synapse-{code}"]["build"]
+        dockerfile = (REPO / build["context"] / build["dockerfile"]).read_text()
+        assert "FROM matrixdotorg/synapse:v" in dockerfile
 
 
 def test_every_bind_mounted_host_path_exists_and_named_volumes_are_declared() -> None:
@@ -319,7 +322,12 @@ def test_every_bind_mounted_host_path_exists_and_named_volumes_are_declared() ->
                 assert mount["source"] in declared_volumes, (
                     f"{service}: volume {mount['source']!r} is not declared under volumes:"
                 )
-    # Every deployment file is used by some service (a stray one is usually a typo in a mount).
+    # Every deployment file is used by some service (a stray one is usually a typo in a mount):
+    # mounted, or the Dockerfile an image is built from.
+    for service in SERVICES.values():
+        build = service.get("build")
+        if isinstance(build, dict):
+            mounted.add((REPO / build["context"] / build["dockerfile"]).resolve())
     deploy_files = {path.resolve() for path in (REPO / "deploy").rglob("*") if path.is_file()}
     assert deploy_files, "deploy/ is empty"
     assert deploy_files <= mounted, f"not mounted by any service: {sorted(deploy_files - mounted)}"
@@ -626,8 +634,9 @@ def test_prometheus_scrapes_every_appservice_on_its_metrics_port() -> None:
 
 @pytest.mark.parametrize("code", TERRITORIES)
 def test_gate_module_is_loaded_and_shares_the_token_with_the_appservice(code: str) -> None:
-    """Synapse loads unityplan_gate from the mounted folder, asks this territory's appservice, and
-    reads the same secret the appservice gets as UNITYPLAN_GATE_MODULE_TOKEN."""
+    """Synapse has unityplan_gate installed as a package (pip, in its image), asks this
+    territory's appservice, and reads the same secret the appservice gets as
+    UNITYPLAN_GATE_MODULE_TOKEN."""
     synapse, appservice = f"synapse-{code}", f"appservice-{code}"
     homeserver, _ = _homeserver(code)
     [module] = [
@@ -636,10 +645,11 @@ def test_gate_module_is_loaded_and_shares_the_token_with_the_appservice(code: st
     assert module["module"] == "unityplan_gate.BadgeGate"
     config = _config(code)
     assert module["config"]["url"] == config.appservice.address
-    module_dir = _host_path(synapse, "/modules/unityplan_gate")
-    assert module_dir == REPO / "synapse" / "modules" / "unityplan_gate"
-    assert (module_dir / "__init__.py").is_file()
-    assert _environment(synapse).get("PYTHONPATH") == "/modules"
+    build = SERVICES[synapse]["build"]
+    dockerfile = (REPO / build["context"] / build["dockerfile"]).read_text()
+    assert "COPY synapse/modules " in dockerfile and "pip install" in dockerfile
+    assert (REPO / "synapse" / "modules" / "pyproject.toml").is_file()
+    assert "PYTHONPATH" not in _environment(synapse)  # installed, not mounted
     token_file = PurePosixPath(module["config"]["token_file"])
     assert token_file.parent == PurePosixPath("/run/secrets")
     secret = COMPOSE["secrets"][token_file.name]
