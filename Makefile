@@ -6,12 +6,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: dev test bench lint system-deps ipfs-node clean
+.PHONY: dev test bench lint system-deps browser-deps ipfs-node web-client clean
 
-dev: system-deps $(VENV)/.dev-installed ipfs-node
+dev: system-deps $(VENV)/.dev-installed ipfs-node web-client
 	$(BIN)/unityplan dev
 
-test: system-deps $(VENV)/.test-installed ipfs-node
+test: system-deps browser-deps $(VENV)/.test-installed ipfs-node web-client
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: system-deps $(VENV)/.test-installed ipfs-node
@@ -33,9 +33,17 @@ $(VENV)/.lint-installed: pyproject.toml $(VENV)/.test-installed
 system-deps:
 	@bash tools/system-deps.sh
 
+# Chromium for the web client's browser test (Debian's package; Playwright drives it).
+browser-deps:
+	@bash tools/system-deps.sh --browser
+
 # The IPFS node's npm packages, installed once into ~/.cache/unityplan (keyed by the lock file).
 ipfs-node: $(VENV)/.dev-installed
 	$(BIN)/python -m appservice.stack.ipfs
+
+# The web client (Hydrogen, bundled with esbuild), built once into ~/.cache/unityplan.
+web-client: $(VENV)/.dev-installed
+	$(BIN)/python -m appservice.stack.webclient
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

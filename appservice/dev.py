@@ -12,7 +12,8 @@ from core.secrets import write_private
 from .app import Platform
 from .stack.ipfs import jsipfs_path
 from .stack.local import LocalStack, StackOptions
-from .stack.seed import seed_demo
+from .stack.seed import seed_demo, welcome
+from .stack.webclient import build_dir
 
 log = logging.getLogger("unityplan.dev")
 
@@ -37,6 +38,7 @@ class DevStack:
                 appservice_process=True,  # a supervised `unityplan run`, as in production
                 more_territories=tuple((code, _name(code)) for code in more),
                 second_postgres=second_db,
+                web_client=True,
             )
         )
         self.stack.restart_listeners.append(self._appservice_restarted)
@@ -51,8 +53,8 @@ class DevStack:
         logging.getLogger().addHandler(handler)
         first_install = (
             ""
-            if jsipfs_path().exists()
-            else " (first, the IPFS node's npm packages are installed: a few minutes)"
+            if jsipfs_path().exists() and (build_dir() / "dist").exists()
+            else " (first, the IPFS node and the web client are installed from npm: a few minutes)"
         )
         print(f"Starting the local stack in {self.data_dir}{first_install}...", flush=True)
         await self.stack.start()
@@ -61,6 +63,8 @@ class DevStack:
         info = self.stack.info()
         async with Platform(self.stack.config).offline() as tools:
             info["demo"] = await seed_demo(tools, admin)
+            for user in self.stack.demo_users:
+                await welcome(tools, user.user_id)
         self._info = info
         self._write_stack_json()
         print(self._banner(info), flush=True)
@@ -84,6 +88,7 @@ class DevStack:
         others = "".join(
             f"""
   Territory {t["code"]} ({t["name"]}), federating with the others over TLS:
+    Web client: {t.get("web_client_url", "-")}
     Homeserver: {t["homeserver_url"]}   server name {t["server_name"]}
     Bot: {t["bot_user_id"]}   API: {t["api_url"]}
 {listed(t["demo_users"])}
@@ -93,15 +98,15 @@ class DevStack:
         return f"""
 UnityPlan is running.
 
+  Web client (open it in a browser):   {info.get("web_client_url", "-")}
   Homeserver (for your Matrix client): {info["homeserver_url"]}
   Bot:                                 {info["bot_user_id"]}
   Appservice API, /health, /metrics:   {info["api_url"]}
   Demo users:
 {users}
 {others}
-Log in with Element or any Matrix client: choose "custom homeserver", enter
-{info["homeserver_url"]}, then a demo user's name and password. Start a chat with
-{info["bot_user_id"]} and send !help. Try the demo course: !course enroll {info["demo"]["course"]}
+Open the web client and sign in as member (or use Element or any Matrix client with the
+homeserver {info["homeserver_url"]}). Start a chat with {info["bot_user_id"]} and send !help. Try the demo course: !course enroll {info["demo"]["course"]}
 
 Everything about this stack is in {self.stack_json}; logs are in {info["logs_dir"]}.
 Press Ctrl-C to stop (your data stays in {self.data_dir}).

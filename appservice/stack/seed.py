@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from mautrix.errors import MatrixError
-from mautrix.types import RoomAlias, RoomCreatePreset, RoomID, UserID
+from mautrix.types import EventType, RoomAlias, RoomCreatePreset, RoomID, UserID
 
+from core.effects import notice_content
 from workflows.course_file import parse_course_file
 
 from ..app import Platform
@@ -20,6 +21,33 @@ DEMO_COURSE = Path(__file__).parent / "demo" / "climate-basics.yaml"
 GATED_ROOM_NAME = "climate-action"
 DEMO_TOPIC_TITLE = "Welcome to the forum"
 DEMO_TOPIC_SLUG = "welcome-to-the-forum"
+
+
+WELCOME_ROOM_NAME = "Chat with UnityPlan"
+WELCOME = (
+    "Welcome to UnityPlan! I am the territory's bot. Send <code>!help</code> to see what you can "
+    "do, or start with <code>!course enroll climate-basics</code>."
+)
+
+
+async def welcome(platform: Platform, user_id: str) -> RoomID:
+    """A demo user's chat with the bot (once), waiting with a welcome: the first thing a newcomer
+    sees in the web client is the bot's invite."""
+    known = await platform.direct_rooms.get(user_id)
+    if known is not None:
+        return RoomID(known)
+    room_id = await platform.matrix.bot.create_room(
+        preset=RoomCreatePreset.TRUSTED_PRIVATE,
+        is_direct=True,
+        invitees=[UserID(user_id)],
+        name=WELCOME_ROOM_NAME,
+    )
+    await platform.direct_rooms.set(user_id, room_id)
+    await platform.matrix.send_message_event(
+        room_id, EventType.ROOM_MESSAGE, notice_content(WELCOME)
+    )
+    log.info("Opened %s's chat with the bot (%s)", user_id, room_id)
+    return room_id
 
 
 async def seed_demo(platform: Platform, admin: str) -> dict[str, Any]:
@@ -36,6 +64,7 @@ async def seed_demo(platform: Platform, admin: str) -> dict[str, Any]:
     if topic is None:
         topic = await platform.forum_service.create_topic(DEMO_TOPIC_TITLE, admin)
     return {
+        "welcome_room_name": WELCOME_ROOM_NAME,
         "course": spec.slug,
         "badge": spec.awards,
         "gated_room_alias": alias,
