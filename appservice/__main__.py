@@ -346,6 +346,7 @@ def cmd_course_import(config: Config, file: Path) -> int:
                     actor=f"cli:{getpass.getuser()}",
                     source=f"file:{file.resolve()}",
                     base_dir=file.resolve().parent,
+                    show=True,
                 )
         finally:
             await ipfs.stop()

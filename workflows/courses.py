@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core.errors import Conflict, Forbidden, NotFound, Refused, Unavailable
 from core.events import EventEmitter
+from core.progress import Progress as ProgressBar
 from db.database import Database
 from db.repositories.audit import AuditLog
 from db.repositories.badges import BadgeDefinition, BadgeDefinitionRepository
@@ -102,10 +103,17 @@ class CourseService:
         self.territory = territory
 
     async def import_course(
-        self, spec: CourseFile, *, actor: str, source: str, base_dir: Path | None = None
+        self,
+        spec: CourseFile,
+        *,
+        actor: str,
+        source: str,
+        base_dir: Path | None = None,
+        show: bool = False,
     ) -> ImportOutcome:
         """Import a course; materials (paths relative to ``base_dir``, or CIDs) are pinned on
-        IPFS first, encrypted when the course is badge-gated (has prerequisites)."""
+        IPFS first, encrypted when the course is badge-gated (has prerequisites). ``show``: the
+        command line's progress on the materials."""
         latest = await self.courses.latest_version(spec.slug)
         if latest is not None and spec.version <= latest:
             raise Conflict(
@@ -122,16 +130,20 @@ class CourseService:
                 f"{spec.awards} belongs to {awarded.defined_in}."
             )
         pinned: dict[int, list[Material]] = {}
+        count = sum(len(lesson.materials) for lesson in spec.lessons)
+        bar = ProgressBar("Storing materials on IPFS", count) if count and show else None
         for number, lesson in enumerate(spec.lessons, start=1):
             if lesson.materials:
                 if self.materials is None:
                     raise Unavailable("This course has materials, but no IPFS node is configured.")
-                pinned[number] = [
-                    await self.materials.pin(
+                pinned[number] = []
+                for ref in lesson.materials:
+                    material = await self.materials.pin(
                         ref, base_dir=base_dir, encrypted=bool(spec.prerequisites)
                     )
-                    for ref in lesson.materials
-                ]
+                    pinned[number].append(material)
+                    if bar is not None:
+                        bar.advance(note=f"{material.name} ({material.size:,} bytes)")
         async with self.db.transaction():
             badge_created = await self.definitions.create_if_missing(
                 BadgeDefinition(

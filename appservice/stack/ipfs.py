@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -45,6 +46,11 @@ def install_node(log_path: Path) -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise StackError("npm was not found; install Node.js 20 and npm (`make deps` does).")
+    print(
+        "IPFS node: installing its npm packages (once; a few minutes)...",
+        file=sys.stderr,
+        flush=True,
+    )
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
