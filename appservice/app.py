@@ -47,6 +47,7 @@ from core.matrix import DirectMessenger, MatrixConnection, MatrixSettings
 from core.ports import ContentStore
 from core.ratelimit import RateLimiter
 from core.signing import public_key_text
+from core.tracing import setup_tracing, shutdown_tracing
 from db.database import Database, describe_dsn
 from db.repositories.audit import AuditLog
 from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
@@ -685,6 +686,12 @@ class Platform:
 
     async def _start(self) -> None:
         config = self.config
+        if setup_tracing(
+            f"unityplan-{self.territory}",
+            config.tracing.otlp_endpoint or None,
+            config.tracing.export_delay_ms,
+        ):
+            self._exit.callback(shutdown_tracing)
         if config.database.admin_url:
             await provisioned(config)
         for database in self.databases.distinct:

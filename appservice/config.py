@@ -191,6 +191,12 @@ class EncryptionConfig(_Section):
     key_wait_seconds: float = Field(default=600, gt=0)
 
 
+class TracingConfig(_Section):
+    # OpenTelemetry spans over OTLP/HTTP (e.g. http://otel-collector:4318); off when empty.
+    otlp_endpoint: str | None = None
+    export_delay_ms: int = Field(default=2000, ge=10)
+
+
 class RetentionConfig(_Section):
     # How often the retention purge runs (the periods themselves are territory settings).
     check_seconds: float = Field(default=3600, gt=0)
@@ -225,6 +231,7 @@ class Config(_Section):
     media: MediaConfig
     retention: RetentionConfig = RetentionConfig()
     encryption: EncryptionConfig = EncryptionConfig()
+    tracing: TracingConfig = TracingConfig()
     gate: GateConfig
     logging: LoggingConfig
     # Where the file was read from; relative paths in it are resolved against its folder.

@@ -21,6 +21,7 @@ from mautrix.types import Event, StateEvent
 from core.effects import caused_by
 from core.ids import Namespace
 from core.matrix import CachedStateStore
+from core.tracing import span
 from db.cache import KeyedLocks
 from db.database import Database
 from db.repositories.transactions import InboxEvent, TransactionRepository
@@ -81,6 +82,17 @@ class Dispatcher:
                     await self._run_one(item)
 
     async def _run_one(self, item: InboxEvent) -> None:
+        with span(
+            "matrix.event",
+            attributes={
+                "matrix.event_id": item.event_id,
+                "matrix.event_type": str(item.event.get("type", "?")),
+                "matrix.room_id": item.room_id,
+            },
+        ):
+            await self._handle_one(item)
+
+    async def _handle_one(self, item: InboxEvent) -> None:
         event_type = str(item.event.get("type", "?"))
         try:
             event = Event.deserialize(item.event)

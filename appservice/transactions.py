@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from core.errors import Forbidden, NotFound, Refused, Unauthenticated, Unavailable
+from core.tracing import span
 from db.repositories.transactions import TransactionRepository, transaction_digest
 
 from .dispatcher import Dispatcher
@@ -117,7 +118,9 @@ class HomeserverEndpoints:
             # that a key sent with a message decrypts it.
             await self.encryption_parts(body)
         try:
-            replayed = await self._handle_once(txn_id, events)
+            with span("homeserver.transaction", attributes={"matrix.txn_id": txn_id}) as current:
+                current.set_attribute("matrix.events", len(events))
+                replayed = await self._handle_once(txn_id, events)
         except Unavailable:
             self.metrics.transactions.labels("retry_later").inc()
             raise

@@ -40,6 +40,7 @@ from db.repositories.effects import EffectRepository, EffectRow
 from .background import BackgroundTasks
 from .html import html_to_text
 from .matrix import DirectMessenger, MatrixConnection
+from .tracing import TRACE_KEY, current_context, span
 
 log = logging.getLogger("unityplan.effects")
 
@@ -101,6 +102,9 @@ class Effects:
 
     async def record(self, kind: str, payload: dict[str, Any], *, room_key: str) -> str:
         txn_id, cause = _next_txn_id()
+        trace = current_context()
+        if trace:  # the delivery, later, continues the trace of what queued it
+            payload = {**payload, TRACE_KEY: trace}
         await self.repo.add(
             txn_id=txn_id, room_key=room_key, kind=kind, payload=payload, cause=cause
         )
@@ -334,7 +338,8 @@ class EffectSender:
             if executor is None:
                 raise PermanentFailure(f"no executor for effect kind {effect.kind!r}")
             async with self._slots:
-                result = await asyncio.wait_for(executor(effect), self.policy.timeout_seconds)
+                with span(f"effect {effect.kind}", parent=effect.payload.get(TRACE_KEY)):
+                    result = await asyncio.wait_for(executor(effect), self.policy.timeout_seconds)
         except Exception as exc:
             permanent = _is_permanent(exc)
             reason = f"{type(exc).__name__}: {exc}"

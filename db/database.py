@@ -18,8 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+from opentelemetry import trace
 
 log = logging.getLogger("unityplan.db")
+_tracer = trace.get_tracer("unityplan")  # spans of transactions (core/tracing.py)
 
 SLOW_QUERY_SECONDS = 1.0
 
@@ -115,7 +117,11 @@ class Database:
             async with self.pool.acquire() as conn, conn.transaction():
                 token = self._current.set(conn)
                 try:
-                    yield conn
+                    with _tracer.start_as_current_span(
+                        "db.transaction",
+                        attributes={"db.system": "postgresql", "db.name": self.name},
+                    ):
+                        yield conn
                 finally:
                     self._current.reset(token)
         finally:

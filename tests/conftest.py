@@ -16,15 +16,20 @@ import pytest_asyncio
 from appservice.app import Platform
 from appservice.stack.local import LocalStack, StackOptions
 from tests.matrix_user import MatrixUser
+from tests.otlp_collector import OtlpCollector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROLE_BADGE = "trusted-issuer"
 SCOPED_BADGE = "first-aid-helper"
 
 
+COLLECTOR = OtlpCollector()  # the session stack's appservice sends its traces here
+
+
 @pytest_asyncio.fixture(scope="session")
 async def stack() -> AsyncIterator[LocalStack]:
     data_dir = Path(tempfile.mkdtemp(prefix="unityplan-test-"))
+    await COLLECTOR.start()
     local = LocalStack(
         StackOptions(
             data_dir=data_dir,
@@ -34,6 +39,8 @@ async def stack() -> AsyncIterator[LocalStack]:
                 "badges": {"reminder_lead_hours": 0.002, "expiry_check_seconds": 0.5},
                 "media": {"max_bytes": 1024 * 1024},  # 1 MB, so oversize files are cheap
                 "retention": {"check_seconds": 0.5},
+                # Traces to a real OTLP receiver in this process, sent within a fifth of a second.
+                "tracing": {"otlp_endpoint": COLLECTOR.endpoint, "export_delay_ms": 200},
                 # Retries in tenths of seconds, so a given-up event is answered within seconds.
                 "appservice": {"retry_base_seconds": 0.1, "event_max_attempts": 4},
                 "courses": {"max_attempts": 3, "attempt_cooldown_seconds": 1},
@@ -59,6 +66,7 @@ async def stack() -> AsyncIterator[LocalStack]:
         yield local
     finally:
         await local.stop()
+        await COLLECTOR.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from core.effects import caused_by
 from core.events import ConsumerSpec, EventEnvelope
+from core.tracing import span
 from db.database import Database
 from db.repositories.consumed import ConsumedEventsRepository
 
@@ -123,6 +124,14 @@ class DurableConsumer:
                 backoff = min(backoff * 2, 15.0)
 
     async def process(self, message: Msg) -> None:
+        with span(
+            f"nats.consume {self.name}",
+            parent=message.headers,
+            attributes={"messaging.destination": message.subject, "messaging.consumer": self.name},
+        ):
+            await self._process(message)
+
+    async def _process(self, message: Msg) -> None:
         deliveries = message.metadata.num_delivered
         if deliveries > 1:
             self.metrics.redeliveries.labels(self.name).inc()

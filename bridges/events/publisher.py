@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.events import MEMBER_DATA_KEYS, EventEnvelope
+from core.tracing import current_context
 from db.repositories.outbox import OutboxRepository
 from db.territory import TerritoryCode
 
@@ -43,6 +44,10 @@ class EventPublisher:
                 actor = None
         envelope = EventEnvelope(type=event_type, territory=self.territory, actor=actor, data=data)
         await self.outbox.add(
-            envelope.id, envelope.subject, envelope.type, envelope.to_json().decode()
+            envelope.id,
+            envelope.subject,
+            envelope.type,
+            envelope.to_json().decode(),
+            trace_context=current_context(),
         )
         return envelope

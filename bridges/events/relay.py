@@ -111,6 +111,8 @@ class OutboxRelay:
                 headers={
                     "Nats-Msg-Id": str(row.event_id),
                     **self.trust.headers(row.subject, row.payload.encode()),
+                    # The trace of what emitted it goes on with every consumer (traceparent).
+                    **row.trace_context,
                 },
             )
             for row in rows

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ class OutboxRow:
     payload: str
     created_at: datetime
     attempts: int
+    trace_context: dict[str, str]  # W3C headers of what emitted it (core/tracing.py)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> OutboxRow:
@@ -35,6 +37,7 @@ class OutboxRow:
             payload=row["payload"],
             created_at=row["created_at"],
             attempts=row["attempts"],
+            trace_context=json.loads(row["trace_context"]),
         )
 
 
@@ -48,22 +51,32 @@ class OutboxRepository:
         self.schema = territory_schema(territory)
         self.channel = notify_channel(territory)
 
-    async def add(self, event_id: uuid.UUID, subject: str, event_type: str, payload: str) -> None:
+    async def add(
+        self,
+        event_id: uuid.UUID,
+        subject: str,
+        event_type: str,
+        payload: str,
+        trace_context: dict[str, str] | None = None,
+    ) -> None:
         """Queue an event; joins the caller's transaction when there is one."""
         async with self.db.transaction() as conn:
             await conn.execute(
-                f"""INSERT INTO {self.schema}.outbox (event_id, subject, event_type, payload)
-                    VALUES ($1, $2, $3, $4)""",
+                f"""INSERT INTO {self.schema}.outbox
+                        (event_id, subject, event_type, payload, trace_context)
+                    VALUES ($1, $2, $3, $4, $5::jsonb)""",
                 event_id,
                 subject,
                 event_type,
                 payload,
+                json.dumps(trace_context or {}),
             )
             await conn.execute("SELECT pg_notify($1, '')", self.channel)
 
     async def unpublished(self, limit: int = 100) -> list[OutboxRow]:
         rows = await self.db.fetch(
-            f"""SELECT seq, event_id, subject, event_type, payload, created_at, attempts
+            f"""SELECT seq, event_id, subject, event_type, payload, created_at, attempts,
+                       trace_context::text AS trace_context
                 FROM {self.schema}.outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1""",
             limit,
         )

@@ -18,6 +18,7 @@ from . import (
     v012_refused_knocks,
     v013_erasure_requests,
     v014_events_waiting_for_keys,
+    v015_trace_context,
 )
 
 MODULES = (
@@ -35,4 +36,5 @@ MODULES = (
     v012_refused_knocks,
     v013_erasure_requests,
     v014_events_waiting_for_keys,
+    v015_trace_context,
 )
