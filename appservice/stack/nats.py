@@ -121,7 +121,7 @@ def deploy_config(codes: list[str], stream: str = STREAM) -> str:
     header = (
         "# NATS authorisation for docker-compose.yml, made by\n"
         "#   python -c 'from appservice.stack.nats import deploy_config; "
-        'print(deploy_config(["dk"]), end="")\' > deploy/nats/nats.conf\n'
+        'print(deploy_config(["dk", "ca"]), end="")\' > deploy/nats/nats.conf\n'
         "# (tests/unit/test_compose.py checks that it is current). See docs/security.md.\n"
     )
     return header + text + "\n"

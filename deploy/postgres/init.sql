@@ -9,6 +9,7 @@
 \set ON_ERROR_STOP on
 \getenv unityplan_password UNITYPLAN_DB_PASSWORD
 \getenv synapse_dk_password SYNAPSE_DK_DB_PASSWORD
+\getenv synapse_ca_password SYNAPSE_CA_DB_PASSWORD
 
 -- The admin of the appservices' database: owns it and the shared global and public schemas, and makes
 -- each territory's own role (CREATEROLE) when `unityplan db migrate` runs with database.admin_url
@@ -29,3 +30,9 @@ SELECT format('CREATE ROLE synapse_dk LOGIN PASSWORD %L', :'synapse_dk_password'
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'synapse_dk') \gexec
 SELECT 'CREATE DATABASE synapse_dk OWNER synapse_dk ENCODING ''UTF8'' LC_COLLATE ''C'' LC_CTYPE ''C'' TEMPLATE template0'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'synapse_dk') \gexec
+
+-- Synapse of territory ca. Synapse needs a UTF8 database with C collation, hence template0.
+SELECT format('CREATE ROLE synapse_ca LOGIN PASSWORD %L', :'synapse_ca_password')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'synapse_ca') \gexec
+SELECT 'CREATE DATABASE synapse_ca OWNER synapse_ca ENCODING ''UTF8'' LC_COLLATE ''C'' LC_CTYPE ''C'' TEMPLATE template0'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'synapse_ca') \gexec

@@ -667,13 +667,49 @@ def test_the_nats_authorisation_is_current_and_valid() -> None:
     from appservice.stack.nats import deploy_config, find_nats_server
 
     committed = (REPO / "deploy" / "nats" / "nats.conf").read_text()
-    assert committed == deploy_config(["dk"])
+    assert committed == deploy_config(TERRITORIES)
     result = subprocess.run(
         [find_nats_server(), "-c", str(REPO / "deploy" / "nats" / "nats.conf"), "-t"],
         capture_output=True,
         text=True,
-        env={**os.environ, "DK_NATS_PASSWORD": "a-password-for-the-check"},
+        env={
+            **os.environ,
+            **{f"{c.upper()}_NATS_PASSWORD": "a-password-for-the-check" for c in TERRITORIES},
+        },
         timeout=30,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_grafana_shows_a_provisioned_dashboard_of_metrics_the_appservice_has() -> None:
+    """Grafana reads Prometheus, and every metric its dashboard plots is one the code defines."""
+    import re
+
+    grafana = SERVICES["grafana"]
+    assert grafana["image"].startswith("grafana/grafana:")
+    datasource = YAML(typ="safe").load(
+        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert set(grafana["networks"]) >= {"backend"}  # where prometheus is
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/unityplan.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {
+        m.removesuffix("_bucket").removesuffix("_total")
+        for e in exprs
+        for m in re.findall(r"unityplan_[a-z_]+", e)
+    }
+    known = _all_metric_names()
+    assert used and used <= known, sorted(used - known)
+
+
+def _all_metric_names() -> set[str]:
+    """Every metric name the appservice's code declares (its Prometheus collectors)."""
+    import re
+
+    names = set()
+    for folder in ("appservice", "bridges", "workflows", "core"):
+        for path in (REPO / folder).rglob("*.py"):
+            names |= set(re.findall(r'"(unityplan_[a-z_]+)"', path.read_text()))
+    return {name.removesuffix("_total") for name in names}
