@@ -575,6 +575,7 @@ class Platform:
             ),
             duplicate_window=nats.duplicate_window_seconds,
             max_age=nats.max_age_days * 86400,
+            replicas=nats.stream_replicas,
         )
         prefix = self.config.commands.prefix
         bus.add_consumer(

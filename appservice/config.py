@@ -104,7 +104,8 @@ class DatabaseConfig(_Section):
 
 
 class NatsConfig(_Section):
-    url: str = Field(pattern=r"^(nats|tls)://")
+    # One server, or a cluster's servers separated by commas (nats://nats-1:4222,nats://nats-2:4222).
+    url: str = Field(pattern=r"^(nats|tls)://[^,\s]+(,(nats|tls)://[^,\s]+)*$")
     # The territory's own NATS user: it may publish only under unityplan.<code>.> (see docs).
     user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     password: str | None = Field(default=None, min_length=8)
@@ -113,6 +114,8 @@ class NatsConfig(_Section):
     max_age_days: int = Field(default=30, ge=1)
     max_deliver: int = Field(default=5, ge=1, le=100)
     ack_wait_seconds: float = Field(default=30, gt=0)
+    # How many servers of a cluster keep the stream (3 in the compose file's three-node cluster).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
 
 
 class IpfsConfig(_Section):

@@ -8,6 +8,7 @@ import json
 import secrets
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,21 +108,35 @@ def server_config(
     return json.dumps({"authorization": authorization, "no_auth_user": "observer"}, indent=2)
 
 
-def deploy_config(codes: list[str], stream: str = STREAM) -> str:
+# The compose file's three NATS servers (docker-compose.yml, services nats-1 .. nats-3).
+CLUSTER = ["nats-1", "nats-2", "nats-3"]
+
+
+def deploy_config(codes: list[str], stream: str = STREAM, cluster: Sequence[str] = ()) -> str:
     """deploy/nats/nats.conf: the same rules, each territory's password taken from the server's
-    environment ($<CODE>_NATS_PASSWORD); the observer can only read, so its password is no secret."""
+    environment ($<CODE>_NATS_PASSWORD); the observer can only read, so its password is no secret.
+    With ``cluster`` (the servers' host names), each server routes to the others on port 6222 and
+    JetStream is clustered over them (every server runs with its own ``--name``)."""
     marker = "@@env:{}@@"
     text = server_config(
         {code: marker.format(code.upper()) for code in codes},
         stream,
         observer_password="observer-reads-only",
     )
+    if cluster:
+        settings = json.loads(text)
+        settings["cluster"] = {
+            "name": "unityplan",
+            "listen": "0.0.0.0:6222",
+            "routes": [f"nats-route://{host}:6222" for host in cluster],
+        }
+        text = json.dumps(settings, indent=2)
     for code in codes:
         text = text.replace(f'"{marker.format(code.upper())}"', f"${code.upper()}_NATS_PASSWORD")
     header = (
         "# NATS authorisation for docker-compose.yml, made by\n"
-        "#   python -c 'from appservice.stack.nats import deploy_config; "
-        'print(deploy_config(["dk", "ca"]), end="")\' > deploy/nats/nats.conf\n'
+        "#   python -c 'from appservice.stack.nats import CLUSTER, deploy_config; "
+        'print(deploy_config(["dk", "ca"], cluster=CLUSTER), end="")\' > deploy/nats/nats.conf\n'
         "# (tests/unit/test_compose.py checks that it is current). See docs/security.md.\n"
     )
     return header + text + "\n"

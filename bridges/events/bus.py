@@ -42,6 +42,7 @@ class EventBus:
         trust: BusTrust,
         duplicate_window: float,
         max_age: float,
+        replicas: int = 1,
     ) -> None:
         self.nats = nats
         self.db = db
@@ -51,7 +52,7 @@ class EventBus:
         self.responder = responder
         self.settings = settings
         self.stream = stream_config(
-            settings.stream, duplicate_window=duplicate_window, max_age=max_age
+            settings.stream, duplicate_window=duplicate_window, max_age=max_age, replicas=replicas
         )
         self.trust = trust
         self.relay = OutboxRelay(outbox, db, nats, metrics, trust, stream=settings.stream)

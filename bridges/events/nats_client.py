@@ -46,7 +46,8 @@ class NatsClient:
         while True:
             try:
                 self._client = await nats.connect(
-                    self.url,
+                    # One server or a cluster's, comma-separated: the client knows them all.
+                    servers=[url.strip() for url in self.url.split(",")],
                     name=self.name,
                     user=self.user,
                     password=self.password,

@@ -13,8 +13,11 @@ from core.events import SUBJECT_ROOT
 log = logging.getLogger("unityplan.events.stream")
 
 
-def stream_config(name: str, *, duplicate_window: float, max_age: float) -> StreamConfig:
+def stream_config(
+    name: str, *, duplicate_window: float, max_age: float, replicas: int = 1
+) -> StreamConfig:
     return StreamConfig(
+        num_replicas=replicas,
         name=name,
         subjects=[f"{SUBJECT_ROOT}.>"],
         storage=StorageType.FILE,
@@ -39,6 +42,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         current.subjects != config.subjects
         or current.duplicate_window != config.duplicate_window
         or current.max_age != config.max_age
+        or (current.num_replicas or 1) != (config.num_replicas or 1)
     ):
         await js.update_stream(config)
         log.info("Updated JetStream stream %s", config.name)

@@ -31,7 +31,7 @@ from registration.validate import differences
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
-DATA_SERVICES = ("postgres", "nats", "ipfs")
+DATA_SERVICES = ("postgres", "nats-1", "nats-2", "nats-3", "ipfs")
 ALL_INTERFACES = {"0.0.0.0", "::"}
 
 # ---------------------------------------------------------------------------------------------------
@@ -291,12 +291,13 @@ def _init_sql() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
 
 
 def test_has_the_platform_services_and_a_dk_territory() -> None:
-    assert {"postgres", "nats", "ipfs", "prometheus"} <= set(SERVICES)
+    assert {"postgres", "nats-1", "nats-2", "nats-3", "ipfs", "prometheus"} <= set(SERVICES)
     assert "dk" in TERRITORIES
     for code in TERRITORIES:
         assert f"synapse-{code}" in SERVICES, f"appservice-{code} has no synapse-{code}"
     assert SERVICES["postgres"]["image"].startswith("timescale/timescaledb:")
-    assert SERVICES["nats"]["image"].startswith("nats:")
+    for node in ("nats-1", "nats-2", "nats-3"):
+        assert SERVICES[node]["image"].startswith("nats:")
     assert SERVICES["ipfs"]["image"].startswith("ipfs/kubo:")
     assert SERVICES["prometheus"]["image"].startswith("prom/prometheus:")
     for code in TERRITORIES:
@@ -568,7 +569,8 @@ def test_synapse_files_and_secrets_are_mounted(code: str) -> None:
 def test_services_reach_their_data_stores(code: str) -> None:
     service = f"appservice-{code}"
     config = _config(code)
-    for url in (config.database.url, config.nats.url, config.ipfs.api_url):
+    nats_urls = config.nats.url.split(",")
+    for url in (config.database.url, *nats_urls, config.ipfs.api_url):
         host = urlsplit(url).hostname
         assert host in SERVICES, f"{url} does not name a compose service"
         assert _share_network(service, host), f"{service} shares no network with {host}"
@@ -664,10 +666,10 @@ def test_the_nats_authorisation_is_current_and_valid() -> None:
     import os
     import subprocess
 
-    from appservice.stack.nats import deploy_config, find_nats_server
+    from appservice.stack.nats import CLUSTER, deploy_config, find_nats_server
 
     committed = (REPO / "deploy" / "nats" / "nats.conf").read_text()
-    assert committed == deploy_config(TERRITORIES)
+    assert committed == deploy_config(TERRITORIES, cluster=CLUSTER)
     result = subprocess.run(
         [find_nats_server(), "-c", str(REPO / "deploy" / "nats" / "nats.conf"), "-t"],
         capture_output=True,
@@ -713,3 +715,22 @@ def _all_metric_names() -> set[str]:
         for path in (REPO / folder).rglob("*.py"):
             names |= set(re.findall(r'"(unityplan_[a-z_]+)"', path.read_text()))
     return {name.removesuffix("_total") for name in names}
+
+
+@pytest.mark.parametrize("code", TERRITORIES)
+def test_the_appservice_uses_the_whole_nats_cluster_with_three_replicas(code: str) -> None:
+    """Three NATS servers route to each other (each its own --name, JetStream on); every
+    appservice knows all three and keeps the stream on all three, so one may be down."""
+    from appservice.stack.nats import CLUSTER
+
+    config = _config(code)
+    hosts = [urlsplit(url).hostname for url in config.nats.url.split(",")]
+    assert hosts == CLUSTER
+    assert config.nats.stream_replicas == 3
+    conf = (REPO / "deploy" / "nats" / "nats.conf").read_text()
+    for host in CLUSTER:
+        assert f'"nats-route://{host}:6222"' in conf
+    assert '"listen": "0.0.0.0:6222"' in conf
+    for node in CLUSTER:
+        command = SERVICES[node]["command"]
+        assert command[command.index("--name") + 1] == node and "-js" in command
