@@ -734,3 +734,41 @@ def test_the_appservice_uses_the_whole_nats_cluster_with_three_replicas(code: st
     for node in CLUSTER:
         command = SERVICES[node]["command"]
         assert command[command.index("--name") + 1] == node and "-js" in command
+
+
+@pytest.mark.parametrize("code", TERRITORIES)
+def test_synapse_runs_with_workers_over_redis(code: str) -> None:
+    """Each Synapse: the main process with a replication listener, Redis between it and three
+    workers (a generic worker, the appservice sender, the federation sender), each with its own
+    config and health check, on the networks they need."""
+    homeserver, _ = _homeserver(code)
+    assert homeserver["redis"]["enabled"] is True
+    assert homeserver["redis"]["host"] == "redis" and _share_network(f"synapse-{code}", "redis")
+    main = homeserver["instance_map"]["main"]
+    assert main["host"] == f"synapse-{code}"
+    assert any(
+        listener["port"] == main["port"]
+        and any("replication" in r["names"] for r in listener.get("resources", []))
+        for listener in homeserver["listeners"]
+    )
+    assert homeserver["notify_appservices_from_worker"] == f"synapse-{code}-appservice-sender"
+    assert homeserver["federation_sender_instances"] == [f"synapse-{code}-federation-sender"]
+    for name in ("worker", "appservice-sender", "federation-sender"):
+        service_name = f"synapse-{code}-{name}"
+        service = SERVICES[service_name]
+        worker = YAML(typ="safe").load(
+            (REPO / "deploy" / code / "workers" / f"{name}.yaml").read_text()
+        )
+        assert worker["worker_app"] == "synapse.app.generic_worker"
+        assert worker["worker_name"] == service_name
+        assert f"/config/workers/{name}.yaml" in service["entrypoint"]
+        assert _host_path(service_name, f"/config/workers/{name}.yaml") == (
+            REPO / "deploy" / code / "workers" / f"{name}.yaml"
+        )
+        port = worker["worker_listeners"][0]["port"]
+        assert f"localhost:{port}/health" in " ".join(service["healthcheck"]["test"])
+        assert _share_network(service_name, f"synapse-{code}")
+        assert _share_network(service_name, "redis")
+        assert _share_network(service_name, "postgres")
+    # The appservice sender is what calls the appservice now.
+    assert _share_network(f"synapse-{code}-appservice-sender", f"appservice-{code}")
