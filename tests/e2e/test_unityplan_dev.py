@@ -175,7 +175,9 @@ async def _help_reply(client: AsyncClient, room_id: str, bot: str, *, send: bool
         response = await client.sync(timeout=1000, since=since)
         since = response.next_batch
         room = client.rooms.get(room_id)
-        if not sent and room is not None and bot in room.users:
+        # Joined, not only invited: a message sent before the bot's join never reaches it.
+        joined_bot = room is not None and bot in room.users and bot not in room.invited_users
+        if not sent and joined_bot:
             await client.room_send(
                 room_id, "m.room.message", {"msgtype": "m.text", "body": "!help"}
             )
