@@ -86,7 +86,7 @@ from .encrypted_events import CANNOT_READ, EncryptedEvents
 from .gate_api import add_gate_routes
 from .health import HealthChecks
 from .homeserver_admin import SynapseAdmin
-from .invites import BotInviteHandler
+from .invites import JOIN_EFFECT, BotInviteHandler, InviteCatchUp
 from .member_api import add_member_routes
 from .metrics import Metrics
 from .openapi import add_openapi_route
@@ -531,9 +531,11 @@ class Platform:
                 "homeserver": self.matrix.check_reachable,
             }
         )
+        self.invite_catch_up = InviteCatchUp(self.matrix, self.inbox, server_name)
         for kind, executor in {
             **self.forum_service.executors(),
             **self.member_data.executors(),
+            JOIN_EFFECT: self.invite_catch_up.join,
         }.items():
             self.effect_sender.register(kind, executor)
         if self.courses.materials is not None:

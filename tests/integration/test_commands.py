@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from appservice.app import Platform
+from appservice.stack.local import LocalStack
 from commands.decorators import argument, command, requires
 from commands.permissions import Permission
 from commands.router import CommandContext
 from core.html import escape
-from tests.matrix_user import MatrixUser, body, html
+from tests.matrix_user import MatrixUser, body, html, replies_to
 
 
 async def test_bot_joins_on_invite_and_answers_help(user: MatrixUser) -> None:
@@ -150,3 +151,15 @@ def test_the_generated_reference_covers_what_the_bot_registers(platform: Platfor
 
     registered = {s.name for s in platform.router.commands if s.path[0] != "testing"}
     assert {s.name for s in specs()} == registered
+
+
+async def test_a_command_sent_before_the_bot_joined_is_answered(
+    stack: LocalStack, user: MatrixUser
+) -> None:
+    """People type !help right after inviting the bot: what they sent between the invite and the
+    join is read back once the bot is in, and answered."""
+    created = await user.client.room_create(invite=[user.bot], is_direct=True)
+    room = created.room_id  # type: ignore[union-attr]
+    early = await user.send(room, "!help")  # the bot is only invited yet
+    reply = await user.wait_for(room, lambda e: replies_to(e, early, user.bot), timeout=30)
+    assert "Commands you can use here" in body(reply)
