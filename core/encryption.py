@@ -187,7 +187,13 @@ class BotEncryption:
         self._db = MautrixDatabase.create(
             s.database_url,
             upgrade_table=PgCryptoStore.upgrade_table,
-            db_args={"min_size": 1, "max_size": 4, "server_settings": {"search_path": s.schema}},
+            db_args={
+                "min_size": 1,
+                "max_size": 4,
+                "server_settings": {"search_path": s.schema},
+                # A dropped connection is retried like any other, not a reason to exit the process.
+                "meow_exit_on_ice": False,
+            },
             log=cast(TraceLogger, logging.getLogger("unityplan.encryption.db")),
         )
         await self._db.start()

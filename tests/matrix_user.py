@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from nio import (
     AsyncClient,
     LoginResponse,
@@ -204,3 +205,29 @@ def html(event: Event) -> str:
 
 async def gather_users(stack: LocalStack, count: int) -> list[MatrixUser]:
     return list(await asyncio.gather(*(MatrixUser.create(stack) for _ in range(count))))
+
+
+async def password_login(homeserver_url: str, localpart: str, password: str) -> str:
+    """An access token for ``localpart`` (a new device), by password."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{homeserver_url}/_matrix/client/v3/login",
+            json={
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": localpart},
+                "password": password,
+            },
+        ) as resp:
+            return str((await resp.json())["access_token"])
+
+
+async def download_media(homeserver_url: str, user: MatrixUser, mxc: str) -> bytes:
+    """A file of the media repository, as ``user`` (authenticated media)."""
+    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{homeserver_url}/_matrix/client/v1/media/download/{server}/{media_id}",
+            headers={"Authorization": f"Bearer {user.client.access_token}"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.read()

@@ -23,7 +23,7 @@ from appservice.homeserver_admin import SynapseAdmin
 from appservice.stack.local import LocalStack
 from appservice.stack.seed import DEMO_COURSE
 from db.territory import territory_schema
-from tests.matrix_user import MatrixUser, body
+from tests.matrix_user import MatrixUser, body, download_media, password_login
 from tests.waiting import eventually
 from workflows.course_file import parse_course_file
 
@@ -47,30 +47,6 @@ async def _unityplan(stack: LocalStack, *args: str) -> tuple[int, str]:
     out, _ = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode()
-
-
-async def _access_token(stack: LocalStack, localpart: str, password: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{stack.synapse.url}/_matrix/client/v3/login",
-            json={
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": localpart},
-                "password": password,
-            },
-        ) as resp:
-            return str((await resp.json())["access_token"])
-
-
-async def _download(stack: LocalStack, user: MatrixUser, mxc: str) -> bytes:
-    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
-            f"{stack.synapse.url}/_matrix/client/v1/media/download/{server}/{media_id}",
-            headers={"Authorization": f"Bearer {user.client.access_token}"},
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-            return await resp.read()
 
 
 async def _send(user: MatrixUser, room: str, content: dict[str, Any], kind: str) -> str:
@@ -184,7 +160,9 @@ async def test_a_member_exports_everything_about_them_and_nothing_of_others(
         timeout=30,
     )
     assert file_event["content"]["body"].endswith(".zip")
-    exported, summary = _export_in(await _download(stack, user, file_event["content"]["url"]))
+    exported, summary = _export_in(
+        await download_media(stack.synapse.url, user, file_event["content"]["url"])
+    )
 
     assert exported["user_id"] == user.user_id and exported["territory"] == "dk"
     badge = next(b for b in exported["badges"] if b["badge_slug"] == life["badge"])
@@ -250,7 +228,7 @@ async def test_a_member_who_asks_to_be_forgotten_is_forgotten(
     localpart = f"hsadmin-{tag}"
     await stack.synapse.register_user(localpart, "hs-admin-pw", admin=True)
     platform.member_data.account_eraser = SynapseAdmin(
-        stack.synapse.url, await _access_token(stack, localpart, "hs-admin-pw")
+        stack.synapse.url, await password_login(stack.synapse.url, localpart, "hs-admin-pw")
     )
     try:
         await user.send(dm, f"!me forget {word}")

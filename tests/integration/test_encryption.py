@@ -20,7 +20,7 @@ from appservice.app import Platform
 from appservice.stack.local import LocalStack
 from tests.e2ee_user import E2EEUser
 from tests.integration.test_courses import _cli_import, _course_yaml, _slug
-from tests.matrix_user import MatrixUser, body
+from tests.matrix_user import MatrixUser, body, download_media
 from tests.waiting import eventually
 
 
@@ -82,17 +82,6 @@ async def _query_keys(stack: LocalStack, user: MatrixUser, who: str) -> dict:  #
             return dict(await resp.json())
 
 
-async def _download(stack: LocalStack, user: MatrixUser, mxc: str) -> bytes:
-    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
-            f"{stack.synapse.url}/_matrix/client/v1/media/download/{server}/{media_id}",
-            headers={"Authorization": f"Bearer {user.client.access_token}"},
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-            return await resp.read()
-
-
 async def test_a_lesson_and_its_material_arrive_encrypted(
     stack: LocalStack, platform: Platform, member: E2EEUser, tmp_path: Path
 ) -> None:
@@ -119,7 +108,7 @@ async def test_a_lesson_and_its_material_arrive_encrypted(
     assert _readable(delivered)
     file = delivered["content"]["file"]  # an encrypted attachment, not a plain url
     assert "url" not in delivered["content"]
-    ciphertext = await _download(stack, member, file["url"])
+    ciphertext = await download_media(stack.synapse.url, member, file["url"])
     assert slides not in ciphertext
     plain = decrypt_attachment(ciphertext, file["key"]["k"], file["hashes"]["sha256"], file["iv"])
     assert plain == slides

@@ -14,6 +14,7 @@ import aiohttp
 
 from appservice.stack.process import free_port
 from appservice.stack.synapse import SynapseServer
+from tests.matrix_user import password_login
 
 MODULE = Path(__file__).resolve().parents[2] / "synapse" / "modules"
 
@@ -30,16 +31,7 @@ async def _run(*argv: str, timeout: float = 900) -> str:
 async def _login(synapse: SynapseServer, localpart: str) -> str:
     password = secrets.token_urlsafe(12)
     await synapse.register_user(localpart, password)
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{synapse.url}/_matrix/client/v3/login",
-            json={
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": localpart},
-                "password": password,
-            },
-        ) as resp:
-            return str((await resp.json())["access_token"])
+    return await password_login(synapse.url, localpart, password)
 
 
 async def _call(
