@@ -119,7 +119,10 @@ async def test_ca_moves_to_another_server_while_its_room_talks(
             )
             return {r["matrix_event_id"] for r in rows} == set(sent)
 
-        await eventually(all_comments, "every message a comment on the new server", timeout=90)
+        try:
+            await eventually(all_comments, "every message a comment on the new server", timeout=90)
+        except AssertionError:
+            raise AssertionError(await _diagnosis(target, source, ca, topic["id"], sent)) from None
         counted = await target.fetchval(
             "SELECT count(*) FROM territory_ca.forum_comments WHERE matrix_event_id = ANY($1)",
             sent,
@@ -167,3 +170,36 @@ async def test_ca_moves_to_another_server_while_its_room_talks(
     assert psutil.pid_exists(ca.appservice.pid or 0)
     status, page = await api(ca, "GET", f"/api/forums/topics/{topic['id']}")
     assert status == 200 and page["title"] == "Moving day"
+
+
+async def _diagnosis(
+    target: asyncpg.Connection,
+    source: asyncpg.Connection,
+    ca: TerritoryNode,
+    topic_id: int,
+    sent: list[str],
+) -> str:
+    """What a failed move left: where the missing messages are, and the appservice's last log."""
+    found = {
+        r["matrix_event_id"]
+        for r in await target.fetch(
+            "SELECT matrix_event_id FROM territory_ca.forum_comments WHERE topic_id = $1", topic_id
+        )
+    }
+    missing = [e for e in sent if e not in found]
+    inbox = await target.fetch(
+        "SELECT event_id, status, attempts, error FROM territory_ca.as_inbox "
+        "WHERE event_id = ANY($1)",
+        missing,
+    )
+    schemas = await source.fetch(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'territory_ca%'"
+    )
+    log = ""
+    if ca.appservice is not None and ca.appservice.log_path.exists():
+        log = "\n".join(ca.appservice.log_path.read_text(errors="replace").splitlines()[-60:])
+    return (
+        f"{len(missing)} of {len(sent)} messages are no comment on the new server; their inbox "
+        f"rows there: {[dict(r) for r in inbox][:10]}; schemas on the old server: "
+        f"{[r['nspname'] for r in schemas]}\n--- ca appservice log ---\n{log}"
+    )
