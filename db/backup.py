@@ -40,7 +40,7 @@ import asyncpg
 
 from .database import describe_dsn
 from .migrations import check_schema_version, newest_version
-from .pgtools import PgToolsMissing, find_pg_bin, libpq_target
+from .pgtools import PgToolsMissing, find_pg_bin, libpq_target, run_tool
 from .repositories.territories import dsn_without_password
 from .roles import hand_over_schema, role_name
 from .setup import provision_territory
@@ -120,17 +120,11 @@ def _tool(name: str) -> Path:
 
 async def _run(argv: list[str], dsn_env: dict[str, str], what: str) -> str:
     """Run one of PostgreSQL's programs; BackupFailed with the end of its stderr if it fails."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        env={**os.environ, **dsn_env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        detail = err.decode(errors="replace").strip().splitlines()[-5:]
-        raise BackupFailed(f"{what} failed (exit {process.returncode}): " + " / ".join(detail))
-    return out.decode(errors="replace").strip()
+    code, out, err = await run_tool(argv, dsn_env)
+    if code != 0:
+        detail = err.strip().splitlines()[-5:]
+        raise BackupFailed(f"{what} failed (exit {code}): " + " / ".join(detail))
+    return out.strip()
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:

@@ -3,6 +3,7 @@ give them a DSN without putting its password on their command line."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import shutil
@@ -52,3 +53,17 @@ def libpq_target(dsn: str) -> tuple[str, dict[str, str]]:
     host = parts.netloc.rsplit("@", 1)[-1]
     netloc = f"{parts.username}@{host}" if parts.username else host
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), env
+
+
+async def run_tool(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run one of PostgreSQL's programs with ``env`` (from ``libpq_target``) over ours:
+    (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")

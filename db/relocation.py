@@ -18,7 +18,6 @@ Runs as the admin of each server (publications and subscriptions need a superuse
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 
 from .migrations import migrate_schema
-from .pgtools import find_pg_bin, libpq_target
+from .pgtools import find_pg_bin, libpq_target, run_tool
 from .roles import ensure_login_role, hand_over_schema, role_name
 from .territory import TerritoryCode, territory_schema
 
@@ -161,17 +160,11 @@ async def _copy_other_tables(
         *(f"--table={move.schema}.{name}" for name in missing),
         dsn,
     ]
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **env},
-    )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise RelocationRefused(f"pg_dump of {', '.join(missing)} failed: {err.decode().strip()}")
+    code, out, err = await run_tool(command, env)
+    if code != 0:
+        raise RelocationRefused(f"pg_dump of {', '.join(missing)} failed: {err.strip()}")
     # SQL only: pg_dump's psql meta-commands (\restrict …) are not SQL.
-    script = "\n".join(line for line in out.decode().splitlines() if not line.startswith("\\"))
+    script = "\n".join(line for line in out.splitlines() if not line.startswith("\\"))
     await target.execute(script)
     await target.execute(f"SET search_path TO {move.schema}, public")
 
