@@ -266,12 +266,37 @@ async def _all_streaming(target: asyncpg.Connection, name: str) -> bool:
     return bool(states) and all(row["srsubstate"] in (b"r", "r") for row in states)
 
 
-async def _end_sessions(conn: asyncpg.Connection, role: str) -> None:
-    await conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE usename = $1 AND pid <> pg_backend_pid()",
-        role,
-    )
+async def _end_sessions(conn: asyncpg.Connection, role: str, timeout: float = 30) -> None:
+    """End every session of the role and wait until each is gone.
+
+    ``pg_terminate_backend`` alone only signals: a session in the middle of a COMMIT may still
+    finish it afterwards. Waiting for each to exit (and looking again) means that no write of a
+    session started before now can land after this returns.
+    """
+    since = await conn.fetchval("SELECT clock_timestamp()")
+    deadline = time.monotonic() + timeout
+    while True:
+        left = await conn.fetchval(
+            """SELECT count(*) FROM (
+                   SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+                   WHERE usename = $1 AND pid <> pg_backend_pid() AND backend_start <= $2) AS t""",
+            role,
+            since,
+        )
+        remaining = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 "
+            "AND pid <> pg_backend_pid() AND backend_start <= $2",
+            role,
+            since,
+        )
+        if not remaining:
+            return
+        if time.monotonic() > deadline:
+            raise RelocationRefused(
+                f"{remaining} sessions of {role} did not end within {timeout:.0f} s "
+                f"({left} were asked to)."
+            )
+        await asyncio.sleep(0.1)
 
 
 async def _drop_replication(move: Relocation) -> None:

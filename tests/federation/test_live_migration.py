@@ -195,11 +195,23 @@ async def _diagnosis(
     schemas = await source.fetch(
         "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'territory_ca%'"
     )
+    on_old: list[dict[str, object]] = []
+    for row in schemas:
+        if row["nspname"] != "territory_ca":
+            on_old += [
+                dict(r)
+                for r in await source.fetch(
+                    f"SELECT event_id, txn_id, status, received_at FROM {row['nspname']}.as_inbox "
+                    "WHERE event_id = ANY($1)",
+                    missing,
+                )
+            ]
     log = ""
     if ca.appservice is not None and ca.appservice.log_path.exists():
         log = "\n".join(ca.appservice.log_path.read_text(errors="replace").splitlines()[-60:])
     return (
         f"{len(missing)} of {len(sent)} messages are no comment on the new server; their inbox "
         f"rows there: {[dict(r) for r in inbox][:10]}; schemas on the old server: "
-        f"{[r['nspname'] for r in schemas]}\n--- ca appservice log ---\n{log}"
+        f"{[r['nspname'] for r in schemas]}; their inbox rows in the old schema: {on_old[:10]}"
+        f"\n--- ca appservice log ---\n{log}"
     )
