@@ -1,8 +1,9 @@
 """From recorded transaction events to handlers: drop our own echoes, keep each room in order.
 
-Each event runs in one database transaction of the territory database together with marking it
-handled in the inbox, so a handler's database effects (and the Matrix effects it queued) and
-"handled" commit together, or none of them. An event whose handling raised is rolled back and
+Each event runs in a savepoint of the territory database together with marking it handled in the
+inbox, so a handler's database effects (and the Matrix effects it queued) and "handled" commit
+together, or none of them. A room's consecutive events share one transaction (one commit for a
+batch the homeserver pushed), split at state events, which change how later events are judged. An event whose handling raised is rolled back and
 retried with backoff (by the sweeper and by the homeserver's retry of its transaction); after
 ``max_attempts`` it is dead-lettered, and handlers that answer people say so (with a reference
 number). The other events go on.
@@ -76,23 +77,23 @@ class Dispatcher:
         await asyncio.gather(*(self._run_room(room, items) for room, items in by_room.items()))
 
     async def _run_room(self, room_id: str, items: list[InboxEvent]) -> None:
-        async with self._room_locks.hold(room_id):
+        async with self._room_locks.hold(room_id), self._slots:
+            batch: list[tuple[InboxEvent, Event | None]] = []
             for item in items:
-                async with self._slots:
-                    await self._run_one(item)
+                if _is_state(item) and batch:
+                    # A state event changes what later events are judged by (members, power
+                    # levels): the events before it are handled first.
+                    await self._handle_batch(batch)
+                    batch = []
+                prepared = await self._prepare(item)
+                if prepared is not None:
+                    batch.append(prepared)
+            if batch:
+                await self._handle_batch(batch)
 
-    async def _run_one(self, item: InboxEvent) -> None:
-        with span(
-            "matrix.event",
-            attributes={
-                "matrix.event_id": item.event_id,
-                "matrix.event_type": str(item.event.get("type", "?")),
-                "matrix.room_id": item.room_id,
-            },
-        ):
-            await self._handle_one(item)
-
-    async def _handle_one(self, item: InboxEvent) -> None:
+    async def _prepare(self, item: InboxEvent) -> tuple[InboxEvent, Event | None] | None:
+        """What to handle for an inbox event, outside any transaction: the event (decrypted), or
+        None for our own echo (only marked done); None when it is settled or waits."""
         event_type = str(item.event.get("type", "?"))
         try:
             event = Event.deserialize(item.event)
@@ -100,34 +101,81 @@ class Dispatcher:
             log.warning("Unreadable event %s: %s", item.event_id, exc)
             self.metrics.events.labels(_kind(event_type), "dead").inc()
             await self.inbox.give_up(item.event_id, item.attempts + 1, f"unreadable: {exc}")
-            return
+            return None
         if isinstance(event, StateEvent):
             await self.state_store.update_state(event)
             if self.encrypted is not None:
                 await self.encrypted.member_changed(event)
         if self.is_own(str(event.sender)):
             self.metrics.events.labels(_kind(event_type), "dropped_echo").inc()
-            await self.inbox.mark(item.event_id, "done")
-            return
+            return item, None
         if self.encrypted is not None:
             # Outside the handling transaction: decryption may ask the homeserver for keys.
             decrypted = await self.encrypted.decrypt(item, event)
             if decrypted is None:
                 self.metrics.events.labels(_kind(event_type), "waiting").inc()
-                return
+                return None
             event = decrypted
-        with caused_by(f"event:{item.event_id}"):
+        return item, event
+
+    async def _handle_batch(self, batch: list[tuple[InboxEvent, Event | None]]) -> None:
+        """One room's consecutive events in one database transaction, a savepoint each.
+
+        An event whose handlers raise rolls back only its savepoint and is retried (or given up)
+        after the commit, in a transaction of its own; the others commit together. Should the
+        batch itself fail (the commit, or a lost connection), each event is handled again alone.
+        """
+        failed: list[tuple[InboxEvent, Event, Exception]] = []
+        handled: list[str] = []
+        try:
+            async with self.db.transaction():
+                for item, event in batch:
+                    if event is None:
+                        await self.inbox.mark(item.event_id, "done")
+                        continue
+                    error = await self._handle_in_savepoint(item, event)
+                    if error is None:
+                        handled.append(str(item.event.get("type", "?")))
+                    else:
+                        failed.append((item, event, error))
+        except Exception as exc:
+            if len(batch) == 1:
+                item, event = batch[0]
+                if event is not None:
+                    await self._failed(item, event, exc)
+                return
+            log.warning("A batch of %d events could not commit (%s); one by one", len(batch), exc)
+            for item, event in batch:
+                await self._handle_batch([(item, event)])
+            return
+        for event_type in handled:
+            self.metrics.events.labels(_kind(event_type), "handled").inc()
+        for item, event, error in failed:
+            await self._failed(item, event, error)
+
+    async def _handle_in_savepoint(self, item: InboxEvent, event: Event) -> Exception | None:
+        """Run the handlers on one event inside the batch's transaction; its error, if any."""
+        with (
+            span(
+                "matrix.event",
+                attributes={
+                    "matrix.event_id": item.event_id,
+                    "matrix.event_type": str(item.event.get("type", "?")),
+                    "matrix.room_id": item.room_id,
+                },
+            ),
+            caused_by(f"event:{item.event_id}"),
+        ):
             try:
                 async with self.db.transaction():
                     if not await self.inbox.claim(item.event_id):
-                        return  # settled meanwhile (a concurrent retry of the same event)
+                        return None  # settled meanwhile (a concurrent retry of the same event)
                     for handler in self.handlers:
                         await handler.handle(event)
                     await self.inbox.mark(item.event_id, "done")
             except Exception as exc:
-                await self._failed(item, event, exc)
-                return
-        self.metrics.events.labels(_kind(event_type), "handled").inc()
+                return exc
+        return None
 
     async def _failed(self, item: InboxEvent, event: Event, exc: Exception) -> None:
         """Everything the handlers did was rolled back: retry later, or give up and say so."""
@@ -200,6 +248,10 @@ _KNOWN_TYPES = frozenset(
         "m.room.encrypted",
     }
 )
+
+
+def _is_state(item: InboxEvent) -> bool:
+    return "state_key" in item.event
 
 
 def _kind(event_type: str) -> str:

@@ -81,24 +81,24 @@ class TransactionRepository:
             )
             if not inserted:
                 return None
-            fresh: list[InboxEvent] = []
-            for seq, event in enumerate(events):
-                row = await conn.fetchrow(
-                    f"""INSERT INTO {self.schema}.as_inbox
-                            (event_id, homeserver, txn_id, txn_digest, seq, room_id, event)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
-                        ON CONFLICT (event_id) DO NOTHING
-                        RETURNING {_EVENT}""",
-                    event["event_id"],
-                    homeserver,
-                    txn_id,
-                    digest,
-                    seq,
-                    event.get("room_id"),
-                    json.dumps(event),
-                )
-                if row is not None:
-                    fresh.append(InboxEvent.from_row(row))
+            rows = await conn.fetch(
+                f"""INSERT INTO {self.schema}.as_inbox
+                        (event_id, homeserver, txn_id, txn_digest, seq, room_id, event)
+                    SELECT e.event_id, $1, $2, $3, e.seq, e.room_id, e.event
+                    FROM unnest($4::text[], $5::int[], $6::text[], $7::jsonb[])
+                         AS e(event_id, seq, room_id, event)
+                    ORDER BY e.seq
+                    ON CONFLICT (event_id) DO NOTHING
+                    RETURNING {_EVENT}""",
+                homeserver,
+                txn_id,
+                digest,
+                [event["event_id"] for event in events],
+                list(range(len(events))),
+                [event.get("room_id") for event in events],
+                [json.dumps(event) for event in events],
+            )
+            fresh = sorted((InboxEvent.from_row(row) for row in rows), key=lambda e: e.seq)
             return fresh
 
     async def mark(self, event_id: str, status: InboxStatus, error: str | None = None) -> None:
