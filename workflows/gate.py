@@ -154,16 +154,18 @@ class GateService:
         return decision
 
     async def _decide(self, user_id: str, room_id: str) -> Decision:
-        gate = await self.gates.get(room_id)
-        if gate is None and server_of(user_id) == self.server_name:
-            # Another territory's gated room: our homeserver's module refuses our members who
-            # lack its badges before the host has to (the host keeps everyone else out).
-            gate = await self.gates.get_remote(room_id)
-        if gate is None:
+        local = server_of(user_id) == self.server_name
+        # Another territory's gated room counts for our own members: our homeserver's module
+        # refuses those who lack its badges before the host has to (the host keeps everyone
+        # else out).
+        found = await self.gates.gate_and_held(room_id, user_id, remote_too=local)
+        if found is None:
             return Decision(allowed=True, gated=False)
+        gate, held = found
         if self.namespace.is_own_user(user_id):
             return Decision(allowed=True, gated=True)  # the bot and its ghosts enforce, not obey
-        held = await self._held(user_id, gate.badges)
+        if not local:
+            held = frozenset(await self._held_elsewhere(user_id, gate.badges))
         missing = gate.missing(held)
         if not missing:
             return Decision(allowed=True, gated=True)
@@ -178,15 +180,11 @@ class GateService:
         home = await self.territories.by_server_name(server)
         return home is not None and home.code == territory
 
-    async def _held(self, user_id: str, badges: tuple[str, ...]) -> set[str]:
+    async def _held_elsewhere(self, user_id: str, badges: tuple[str, ...]) -> set[str]:
+        """Which badges a member of another territory holds: their own territory answers."""
         held = set()
-        local = server_of(user_id) == self.server_name
         for badge in badges:
-            if local:
-                if await self.awards.holds(user_id, badge):
-                    held.add(badge)
-                continue
-            try:  # a member of another territory: their own territory answers
+            try:
                 if (await self.badge_checks.check(user_id, badge)).valid:
                     held.add(badge)
             except BadgeCheckError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,10 +32,10 @@ class Gate:
             row["set_by"],
         )
 
-    def missing(self, held: set[str]) -> list[str]:
+    def missing(self, held: AbstractSet[str]) -> list[str]:
         """The badges still needed: for "any", all of them when none is held."""
         if self.mode == "any":
-            return [] if held.intersection(self.badges) else list(self.badges)
+            return [] if any(badge in held for badge in self.badges) else list(self.badges)
         return [badge for badge in self.badges if badge not in held]
 
 
@@ -72,6 +73,29 @@ class GateRepository:
             room_id,
         )
         return Gate.from_row(row) if row else None
+
+    async def gate_and_held(
+        self, room_id: str, user_id: str, *, remote_too: bool
+    ) -> tuple[Gate, frozenset[str]] | None:
+        """The room's gate (ours first; another territory's when ``remote_too``) and which of
+        its badges ``user_id`` holds here now, in one indexed query; None when it is not gated."""
+        row = await self.db.fetchrow(
+            f"""SELECT g.room_id, g.badges, g.mode, g.previous_join_rule, g.set_by,
+                       ARRAY(SELECT a.badge_slug FROM {self.schema}.user_badges a
+                             WHERE a.user_id = $2 AND a.badge_slug = ANY(g.badges)
+                               AND a.revoked_at IS NULL AND a.expired_at IS NULL
+                               AND (a.expires_at IS NULL OR a.expires_at > now())) AS held
+                FROM (SELECT room_id, badges, mode, previous_join_rule, set_by, 0 AS rank
+                      FROM {self.schema}.gated_rooms WHERE room_id = $1
+                      UNION ALL
+                      SELECT room_id, badges, mode, '', territory, 1
+                      FROM {self.schema}.remote_gates WHERE room_id = $1 AND $3) AS g
+                ORDER BY g.rank LIMIT 1""",
+            room_id,
+            user_id,
+            remote_too,
+        )
+        return (Gate.from_row(row), frozenset(row["held"])) if row else None
 
     # --- other territories' gated rooms -----------------------------------------------------
 
