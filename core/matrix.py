@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
@@ -152,9 +153,10 @@ class MatrixConnection:
             effective.users[creator] = 2**53 - 1
         return effective
 
-    async def download_capped(self, mxc: str, limit: int) -> bytes:
-        """A file from the homeserver's media repository, read as it arrives and given up past
-        ``limit`` bytes (``TooLarge``), whatever the uploader declared."""
+    async def stream_capped(self, mxc: str, limit: int) -> AsyncIterator[bytes]:
+        """A file from the homeserver's media repository, in chunks as they arrive (never the
+        whole file in memory); ``TooLarge`` as soon as the declared length or the bytes so far
+        pass ``limit``, whatever the uploader declared."""
         if not mxc.startswith("mxc://") or mxc.count("/") != 3:
             raise Refused(f"{mxc!r} is not an mxc:// URI")
         server, media_id = mxc.removeprefix("mxc://").split("/")
@@ -171,13 +173,12 @@ class MatrixConnection:
             declared = resp.content_length
             if declared is not None and declared > limit:
                 raise TooLarge(f"the file is {declared} bytes, more than {limit}")
-            chunks, size = [], 0
-            async for chunk in resp.content.iter_chunked(64 * 1024):
+            size = 0
+            async for chunk in resp.content.iter_chunked(256 * 1024):
                 size += len(chunk)
                 if size > limit:
                     raise TooLarge(f"the file is more than {limit} bytes")
-                chunks.append(chunk)
-        return b"".join(chunks)
+                yield chunk
 
     async def may_redact(self, room_id: str, sender: str, author: str) -> bool:
         """Matrix lets a redaction into the room before deciding whether it applies: it does when

@@ -73,6 +73,8 @@ class StackOptions:
     second_postgres: bool = False
     # A web client (Hydrogen) for each territory's homeserver, as `unityplan dev` serves it.
     web_client: bool = False
+    # The homeserver's largest upload (Synapse's max_upload_size; the benchmarks send 100 MB).
+    max_upload_size: str = "50M"
 
     @property
     def federating(self) -> bool:
@@ -126,6 +128,7 @@ class TerritoryNode:
             federation=federation,
             name="synapse" if index == 0 else f"synapse-{code}",
             run_dir=stack.root / "run",
+            max_upload_size=stack.options.max_upload_size,
         )
         self.platform: Platform | None = None
         self.appservice: SupervisedAppservice | None = None

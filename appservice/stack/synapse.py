@@ -69,7 +69,9 @@ class SynapseServer:
         run_dir: Path | None = None,
         python: str = sys.executable,
         module_path: Path | None = TEMPLATES / "modules",
+        max_upload_size: str = "50M",
     ) -> None:
+        self.max_upload_size = max_upload_size  # Synapse's own default
         self.name = name
         # The Python that runs Synapse, and where our modules are imported from (None: they are
         # installed into that Python's environment, as `pip install ./synapse/modules` does).
@@ -117,6 +119,7 @@ class SynapseServer:
             "client_port": str(self.client_port),
             "app_service_config_files": json.dumps([str(p) for p in self.registrations]),
             "modules": json.dumps(self.modules),
+            "max_upload_size": self.max_upload_size,
             "federation_listener": self.federation.listener() if self.federation else "",
             "federation_settings": self.federation.settings() if self.federation else "",
             **self._secrets(),

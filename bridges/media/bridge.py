@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import asyncpg
 from mautrix.types import (
@@ -40,6 +41,7 @@ log = logging.getLogger("unityplan.media")
 
 FILE_TYPES = {MessageType.IMAGE, MessageType.FILE, MessageType.AUDIO, MessageType.VIDEO}
 MAX_BACKOFF = 60.0
+SNIFF_BYTES = 4096  # what core.sniff looks at
 
 
 def _size_text(size: int) -> str:
@@ -162,24 +164,48 @@ class MediaBridge:
         self._wake.set()
 
     async def _store(self, item: QueuedFile) -> None:
+        """Stream the file from the homeserver into the IPFS node (never whole in memory), then
+        record it. Too large: refused politely. Either side away: retried with backoff."""
+        head = bytearray()  # the first bytes, to tell what the file really is
+        size = 0
+        download_error: Exception | None = None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal size, download_error
+            try:
+                async for chunk in self.matrix.stream_capped(item.mxc_url, self.max_bytes):
+                    if len(head) < SNIFF_BYTES:
+                        head.extend(chunk[: SNIFF_BYTES - len(head)])
+                    size += len(chunk)
+                    yield chunk
+            except Exception as exc:
+                download_error = exc
+                raise
+
         try:
-            data = await self.matrix.download_capped(item.mxc_url, self.max_bytes)
-        except TooLarge:  # larger than declared, and than we keep
-            await self._refuse(item.room_id, item.uploader, item.filename, self.max_bytes + 1)
-            await self.media.dequeue(item.matrix_event_id)
-            return
-        except Exception as exc:  # the homeserver refused or is away
-            if item.attempts >= 5:
-                log.warning("Giving up on %s: %s", item.matrix_event_id, exc)
+            cid = await self.ipfs.add_stream(chunks())
+        except Exception as exc:
+            if isinstance(download_error, TooLarge):  # larger than declared, and than we keep
+                await self._refuse(item.room_id, item.uploader, item.filename, self.max_bytes + 1)
                 await self.media.dequeue(item.matrix_event_id)
-            else:
-                await self.media.retry_later(item.matrix_event_id, 2.0**item.attempts, str(exc))
+            elif download_error is not None:  # the homeserver refused or is away
+                if item.attempts >= 5:
+                    log.warning("Giving up on %s: %s", item.matrix_event_id, download_error)
+                    await self.media.dequeue(item.matrix_event_id)
+                else:
+                    await self.media.retry_later(
+                        item.matrix_event_id, 2.0**item.attempts, str(download_error)
+                    )
+            else:  # the IPFS node is down or failing: wait and retry
+                delay = min(2.0**item.attempts, MAX_BACKOFF)
+                log.warning(
+                    "IPFS add of %s failed (%s); retrying in %.0f s", item.filename, exc, delay
+                )
+                await self.media.retry_later(
+                    item.matrix_event_id, delay, f"{type(exc).__name__}: {exc}"
+                )
             return
-        if len(data) > self.max_bytes:
-            await self._refuse(item.room_id, item.uploader, item.filename, len(data))
-            await self.media.dequeue(item.matrix_event_id)
-            return
-        mime = sniff(data)
+        mime = sniff(bytes(head))
         if not agrees(item.declared_mime, mime):
             log.info(
                 "%s claims to be %s but is %s; recording %s",
@@ -188,15 +214,6 @@ class MediaBridge:
                 mime,
                 mime,
             )
-        try:
-            cid = await self.ipfs.add(data)
-        except Exception as exc:  # the IPFS node is down or failing: wait and retry
-            delay = min(2.0**item.attempts, MAX_BACKOFF)
-            log.warning("IPFS add of %s failed (%s); retrying in %.0f s", item.filename, exc, delay)
-            await self.media.retry_later(
-                item.matrix_event_id, delay, f"{type(exc).__name__}: {exc}"
-            )
-            return
         async with self.db.transaction():
             topic = await self.forum.topic_by_room(item.room_id)
             comment = None
@@ -210,12 +227,12 @@ class MediaBridge:
                     matrix_event_id=item.matrix_event_id,
                     parent_id=None,
                 ) or await self.forum.comment_by_event(item.matrix_event_id)
-            await self.media.add_object(cid, len(data), mime)
+            await self.media.add_object(cid, size, mime)
             upload = await self.media.add_upload(
                 cid=cid,
                 filename=item.filename,
                 mime=mime,
-                size=len(data),
+                size=size,
                 uploader=item.uploader,
                 room_id=item.room_id,
                 event_id=item.matrix_event_id,
@@ -229,10 +246,10 @@ class MediaBridge:
                         "cid": cid,
                         "filename": item.filename,
                         "mime": mime,
-                        "size": len(data),
+                        "size": size,
                         "room_id": item.room_id,
                         "event_id": item.matrix_event_id,
                     },
                     actor=item.uploader,
                 )
-        log.info("Stored %s (%s, %d bytes) as %s", item.filename, mime, len(data), cid)
+        log.info("Stored %s (%s, %d bytes) as %s", item.filename, mime, size, cid)

@@ -6,8 +6,9 @@ A missing CID makes ``cat`` hang on an offline node: every call here is bounded.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -50,6 +51,30 @@ class IpfsClient:
         """Add and pin ``data``; returns its CID (CIDv0, as Kubo gives by default)."""
         result = await asyncio.wait_for(self.client.core.add_bytes(data, pin=True), timeout)
         return str(result["Hash"])
+
+    async def add_stream(self, chunks: AsyncIterable[bytes], timeout: float = 600.0) -> str:
+        """Add and pin what ``chunks`` yields, sent to the node as it comes (never the whole
+        file in memory); the same CID as ``add`` of the same bytes. An error raised by
+        ``chunks`` aborts the upload and nothing is pinned."""
+        url = f"{self.api_url.rstrip('/')}/api/v0/add"
+        form = aiohttp.FormData()
+        form.add_field(
+            "file",
+            aiohttp.AsyncIterablePayload(chunks),
+            filename="file",
+            content_type="application/octet-stream",
+        )
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.post(url, params={"pin": "true"}, data=form) as resp,
+        ):
+            text = await resp.text()
+            if resp.status != 200:
+                raise APIError(code=resp.status, message=text)
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if not lines or "Hash" not in lines[-1]:
+            raise APIError(code=resp.status, message=f"no CID in the answer: {text[:200]}")
+        return str(lines[-1]["Hash"])
 
     async def unpin(self, cid: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         await asyncio.wait_for(self.client.pin.rm(cid), timeout)
