@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 from mautrix.types import EncryptedEvent, Event, EventType, StateEvent
 
+from core.background import wait_until_set
 from core.effects import Effects
 from core.encryption import BotEncryption, KeysMissing, Undecryptable
 from core.html import escape
@@ -117,8 +117,7 @@ class EncryptedEvents:
     async def run(self) -> None:
         """Try waiting events again when keys may have come; tell senders after the wait."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RETRY_SECONDS)
+            await wait_until_set(self._wake, RETRY_SECONDS)
             self._wake.clear()
             try:
                 await self._retry()

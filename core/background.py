@@ -48,3 +48,18 @@ async def every(
                 on_failure()
             log.exception("%s failed; trying again in %.0f s", what, interval_seconds)
         await asyncio.sleep(interval_seconds)
+
+
+async def wait_until_set(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; whether it was set.
+
+    Instead of ``asyncio.wait_for(event.wait(), timeout)``: on Python 3.11 that can swallow a
+    cancellation arriving just as the event is set, and a loop around it then runs on after
+    ``BackgroundTasks.stop`` cancelled it (a stop that never returns). ``asyncio.timeout`` keeps it.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from db.repositories.effects import EffectRepository, EffectRow
 
-from .background import BackgroundTasks
+from .background import BackgroundTasks, wait_until_set
 from .html import html_to_text
 from .matrix import DirectMessenger, MatrixConnection
 from .tracing import TRACE_KEY, current_context, span
@@ -129,8 +129,7 @@ class Effects:
                 if found is not None or left <= 0:
                     return found
                 # Woken by this process's sender; polled too, for a sender in another process.
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(left, 0.25))
+                await wait_until_set(event, min(left, 0.25))
         finally:
             self._finished.pop(txn_id, None)
 
@@ -308,8 +307,7 @@ class EffectSender:
                 if room not in self._active:
                     self._active.add(room)
                     self._tasks.start(self._drain(room), name=f"effects:{room}")
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll_seconds)
+            await wait_until_set(self._wake, poll_seconds)
 
     async def stop(self) -> None:
         await self._tasks.stop()

@@ -10,7 +10,6 @@ case a notification was missed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from core.background import wait_until_set
 from db.database import Database
 from db.repositories.outbox import OutboxRepository
 
@@ -85,8 +85,7 @@ class OutboxRelay:
                     continue
                 backoff = 0.1
                 if drained:
-                    with contextlib.suppress(TimeoutError):  # the slow poll
-                        await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                    await wait_until_set(self._wake, POLL_SECONDS)  # the slow poll
                     self._wake.clear()
         finally:
             if self._listener is not None:

@@ -10,7 +10,6 @@ unpinned once no other upload uses its CID.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -24,6 +23,7 @@ from mautrix.types import (
     RedactionEvent,
 )
 
+from core.background import wait_until_set
 from core.effects import Effects
 from core.encryption import was_encrypted
 from core.errors import TooLarge
@@ -154,8 +154,7 @@ class MediaBridge:
                         await self._store(item)
                 except Exception:
                     log.exception("The media queue could not be read")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                await wait_until_set(self._wake, 1.0)
         finally:
             if listener is not None:
                 await listener.close()
