@@ -1,12 +1,13 @@
 """From recorded transaction events to handlers: drop our own echoes, keep each room in order.
 
-Each event runs in a savepoint of the territory database together with marking it handled in the
-inbox, so a handler's database effects (and the Matrix effects it queued) and "handled" commit
-together, or none of them. A room's consecutive events share one transaction (one commit for a
-batch the homeserver pushed), split at state events, which change how later events are judged. An event whose handling raised is rolled back and
-retried with backoff (by the sweeper and by the homeserver's retry of its transaction); after
-``max_attempts`` it is dead-lettered, and handlers that answer people say so (with a reference
-number). The other events go on.
+A room's consecutive events (split at state events, which change how later events are judged)
+are handled in one transaction of the territory database together with marking them handled in
+the inbox, so a handler's database effects (and the Matrix effects it queued) and "handled"
+commit together, or none of them: one commit for a batch the homeserver pushed. When an event's
+handling raises, the batch runs again with a savepoint per event, so that event alone is rolled
+back and retried with backoff (by the sweeper and by the homeserver's retry of its transaction);
+after ``max_attempts`` it is dead-lettered, and handlers that answer people say so (with a
+reference number). The other events go on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from .encrypted_events import EncryptedEvents
 
 log = logging.getLogger("unityplan.dispatcher")
+
+
+class _EventFailed(Exception):
+    """An event's handlers raised in a batch run without savepoints: run it again with them."""
 
 
 class EventHandler(Protocol):
@@ -118,43 +123,59 @@ class Dispatcher:
             event = decrypted
         return item, event
 
-    async def _handle_batch(self, batch: list[tuple[InboxEvent, Event | None]]) -> None:
-        """One room's consecutive events in one database transaction, a savepoint each.
+    async def _handle_batch(
+        self, batch: list[tuple[InboxEvent, Event | None]], *, savepoints: bool = False
+    ) -> None:
+        """One room's consecutive events in one database transaction.
 
-        An event whose handlers raise rolls back only its savepoint and is retried (or given up)
-        after the commit, in a transaction of its own; the others commit together. Should the
-        batch itself fail (the commit, or a lost connection), each event is handled again alone.
+        First without savepoints (one commit, nothing more, for a batch that goes well). When an
+        event's handlers raise, that attempt is rolled back whole and the batch runs again with a
+        savepoint per event: the failing event is rolled back alone and retried (or given up)
+        after the commit, the others commit together. Should the batch itself fail (the commit,
+        or a lost connection), each event is handled again alone.
         """
+        if len(batch) == 1:
+            savepoints = True  # its own transaction: the failure is recorded like any other
         failed: list[tuple[InboxEvent, Event, Exception]] = []
         handled: list[str] = []
         try:
             async with self.db.transaction():
-                for item, event in batch:
-                    if event is None:
-                        await self.inbox.mark(item.event_id, "done")
-                        continue
-                    error = await self._handle_in_savepoint(item, event)
+                done = [item.event_id for item, event in batch if event is None]  # our echoes
+                to_handle = [(item, event) for item, event in batch if event is not None]
+                claimed = await self.inbox.claim_many([item.event_id for item, _ in to_handle])
+                for item, event in to_handle:
+                    if item.event_id not in claimed:
+                        continue  # settled meanwhile (a concurrent retry of the same event)
+                    error = await self._handle_event(item, event, savepoint=savepoints)
                     if error is None:
+                        done.append(item.event_id)
                         handled.append(str(item.event.get("type", "?")))
                     else:
                         failed.append((item, event, error))
+                await self.inbox.mark_done(done)
+        except _EventFailed:
+            await self._handle_batch(batch, savepoints=True)
+            return
         except Exception as exc:
             if len(batch) == 1:
-                item, event = batch[0]
-                if event is not None:
-                    await self._failed(item, event, exc)
+                only, only_event = batch[0]
+                if only_event is not None:
+                    await self._failed(only, only_event, exc)
                 return
             log.warning("A batch of %d events could not commit (%s); one by one", len(batch), exc)
-            for item, event in batch:
-                await self._handle_batch([(item, event)])
+            for single in batch:
+                await self._handle_batch([single])
             return
         for event_type in handled:
             self.metrics.events.labels(_kind(event_type), "handled").inc()
         for item, event, error in failed:
             await self._failed(item, event, error)
 
-    async def _handle_in_savepoint(self, item: InboxEvent, event: Event) -> Exception | None:
-        """Run the handlers on one event inside the batch's transaction; its error, if any."""
+    async def _handle_event(
+        self, item: InboxEvent, event: Event, *, savepoint: bool
+    ) -> Exception | None:
+        """Run the handlers on one event inside the batch's transaction. In a savepoint: its
+        error, if any, with its work rolled back. Without: ``_EventFailed`` for the batch."""
         with (
             span(
                 "matrix.event",
@@ -166,13 +187,17 @@ class Dispatcher:
             ),
             caused_by(f"event:{item.event_id}"),
         ):
-            try:
-                async with self.db.transaction():
-                    if not await self.inbox.claim(item.event_id):
-                        return None  # settled meanwhile (a concurrent retry of the same event)
+            if not savepoint:
+                try:
                     for handler in self.handlers:
                         await handler.handle(event)
-                    await self.inbox.mark(item.event_id, "done")
+                except Exception as exc:
+                    raise _EventFailed(item.event_id) from exc
+                return None
+            try:
+                async with self.db.transaction():
+                    for handler in self.handlers:
+                        await handler.handle(event)
             except Exception as exc:
                 return exc
         return None

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +25,17 @@ log = logging.getLogger("unityplan.db")
 _tracer = trace.get_tracer("unityplan")  # spans of transactions (core/tracing.py)
 
 SLOW_QUERY_SECONDS = 1.0
+
+
+Flush = Callable[[list[Any]], Awaitable[None]]
+
+
+@dataclass
+class _PendingRows:
+    """Rows of one kind kept for one bulk write before the commit."""
+
+    flush: Flush
+    rows: list[Any] = field(default_factory=list)
 
 
 class DatabaseUnavailable(Exception):
@@ -47,6 +59,9 @@ class Database:
         )
         self._after: ContextVar[list[Callable[[], None]] | None] = ContextVar(
             f"unityplan_db_after_{name}_{id(self)}", default=None
+        )
+        self._pending: ContextVar[dict[str, _PendingRows] | None] = ContextVar(
+            f"unityplan_db_pending_{name}_{id(self)}", default=None
         )
 
     async def start(self, *, wait: float = 0.0) -> None:
@@ -105,14 +120,28 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A transaction; inside another transaction() of this database, a savepoint of it (so an
-        inner failure rolls back only the inner work, and the outer commit takes the rest)."""
+        inner failure rolls back only the inner work, and the outer commit takes the rest).
+
+        Rows kept with ``write_later`` are written just before the commit; those kept inside a
+        savepoint that rolls back are dropped with it."""
         current = self._current.get()
         if current is not None:
-            async with current.transaction():
-                yield current
+            # What was kept before the savepoint is written before it, so that rolling the
+            # savepoint back drops exactly what was kept inside it.
+            await self.flush_pending()
+            pending = self._pending.get()
+            marks = {key: len(rows.rows) for key, rows in (pending or {}).items()}
+            try:
+                async with current.transaction():
+                    yield current
+            except BaseException:
+                for key, rows in (pending or {}).items():
+                    del rows.rows[marks.get(key, 0) :]
+                raise
             return
         callbacks: list[Callable[[], None]] = []
         after = self._after.set(callbacks)
+        kept = self._pending.set({})
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 token = self._current.set(conn)
@@ -122,13 +151,38 @@ class Database:
                         attributes={"db.system": "postgresql", "db.name": self.name},
                     ):
                         yield conn
+                        await self.flush_pending()
                 finally:
                     self._current.reset(token)
         finally:
+            self._pending.reset(kept)
             self._after.reset(after)
             # Cache invalidations: safe after a rollback too, needed after a commit.
             for callback in callbacks:
                 callback()
+
+    def write_later(self, key: str, row: Any, flush: Flush) -> bool:
+        """Inside a transaction: keep ``row`` to be written with the others under ``key`` in one
+        call of ``flush`` before the commit (or at ``flush_pending``), and return True. Outside
+        one: False, and the caller writes it now."""
+        pending = self._pending.get()
+        if pending is None or self._current.get() is None:
+            return False
+        rows = pending.get(key)
+        if rows is None:
+            rows = pending[key] = _PendingRows(flush)
+        rows.rows.append(row)
+        return True
+
+    async def flush_pending(self) -> None:
+        """Write the rows kept by ``write_later`` now (before reading what they hold), in the
+        order their kinds were first kept; a flush may keep more rows, which are written too."""
+        pending = self._pending.get()
+        while pending and any(rows.rows for rows in pending.values()):
+            for rows in list(pending.values()):
+                if rows.rows:
+                    batch, rows.rows = rows.rows, []
+                    await rows.flush(batch)
 
     @property
     def in_transaction(self) -> bool:

@@ -23,7 +23,7 @@ from mautrix.types import (
 from core.encryption import was_encrypted
 from core.events import EventEmitter
 from core.html import clean_html
-from db.repositories.forum import ForumRepository, Topic
+from db.repositories.forum import ForumRepository, NewComment, Topic
 from workflows.forum import ForumService
 
 log = logging.getLogger("unityplan.forum.bridge")
@@ -94,7 +94,7 @@ class ForumBridge:
             if content.format == Format.HTML and content.formatted_body
             else None
         )
-        comment = await self.forum.add_comment(
+        draft = NewComment(
             topic.id,
             author=str(event.sender),
             body=content.body or "",
@@ -103,19 +103,27 @@ class ForumBridge:
             matrix_event_id=str(event.event_id),
             parent_id=parent.id if parent else None,
         )
-        if comment is not None:
-            await self.events.emit(
-                "forum.comment_posted",
-                {
-                    "topic_id": topic.id,
-                    "comment_id": comment.id,
-                    "author": str(event.sender),
-                    "parent_id": comment.parent_id,
-                    "via": "matrix",
-                    "event_id": str(event.event_id),
-                },
-                actor=str(event.sender),
-            )
+        # A backlog's messages become comments in one statement when the transaction commits
+        # (a later reply or edit in the same batch reads them first: the repository writes them).
+        if not self.forum.db.write_later(f"forum comments {self.forum.schema}", draft, self._post):
+            await self._post([draft])
+
+    async def _post(self, drafts: list[NewComment]) -> None:
+        comments = await self.forum.add_comments(drafts)
+        for comment in comments:
+            if comment is not None:
+                await self.events.emit(
+                    "forum.comment_posted",
+                    {
+                        "topic_id": comment.topic_id,
+                        "comment_id": comment.id,
+                        "author": comment.author,
+                        "parent_id": comment.parent_id,
+                        "via": "matrix",
+                        "event_id": comment.matrix_event_id,
+                    },
+                    actor=comment.author,
+                )
 
     async def _edit(self, event: MessageEvent, original: str) -> None:
         comment = await self.forum.comment_by_event(original)

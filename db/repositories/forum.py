@@ -63,6 +63,17 @@ class Revision:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class NewComment:
+    topic_id: int
+    author: str
+    body: str
+    body_html: str | None
+    source: str
+    matrix_event_id: str | None
+    parent_id: int | None
+
+
 def storable(text: str) -> str:
     """Matrix text may hold NUL characters, PostgreSQL text may not: they become U+FFFD."""
     return text.replace("\x00", "\ufffd")
@@ -175,24 +186,41 @@ class ForumRepository:
         parent_id: int | None,
     ) -> Comment | None:
         """None when a comment for this Matrix event exists already (a replayed event)."""
-        body = storable(body)
-        body_html = storable(body_html) if body_html is not None else None
-        row = await self.db.fetchrow(
+        draft = NewComment(topic_id, author, body, body_html, source, matrix_event_id, parent_id)
+        return (await self.add_comments([draft]))[0]
+
+    async def add_comments(self, drafts: list[NewComment]) -> list[Comment | None]:
+        """Many comments in one statement; for each draft its comment, or None when one for its
+        Matrix event exists already (a replayed event)."""
+        rows = await self.db.fetch(
             f"""INSERT INTO {self.schema}.forum_comments
                     (topic_id, matrix_event_id, author, parent_id, body, body_html, source)
-                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                SELECT d.topic_id, d.matrix_event_id, d.author, d.parent_id, d.body, d.body_html,
+                       d.source
+                FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                            $6::text[], $7::text[]) WITH ORDINALITY
+                     AS d(topic_id, matrix_event_id, author, parent_id, body, body_html, source, n)
+                ORDER BY d.n
                 ON CONFLICT (matrix_event_id) DO NOTHING
                 RETURNING id, topic_id, matrix_event_id, author, parent_id, body, body_html,
                           source, created_at, edited_at, deleted_at""",
-            topic_id,
-            matrix_event_id,
-            author,
-            parent_id,
-            body,
-            body_html,
-            source,
+            [d.topic_id for d in drafts],
+            [d.matrix_event_id for d in drafts],
+            [d.author for d in drafts],
+            [d.parent_id for d in drafts],
+            [storable(d.body) for d in drafts],
+            [storable(d.body_html) if d.body_html is not None else None for d in drafts],
+            [d.source for d in drafts],
         )
-        return Comment.from_row(row) if row else None
+        comments = [Comment.from_row(row) for row in rows]
+        by_event = {c.matrix_event_id: c for c in comments if c.matrix_event_id is not None}
+        without_event = iter(c for c in comments if c.matrix_event_id is None)
+        return [
+            by_event.pop(d.matrix_event_id, None)
+            if d.matrix_event_id is not None
+            else next(without_event, None)
+            for d in drafts
+        ]
 
     async def set_comment_event(self, comment_id: int, event_id: str) -> None:
         await self.db.execute(
@@ -202,14 +230,17 @@ class ForumRepository:
         )
 
     async def comment(self, comment_id: int) -> Comment | None:
+        await self.db.flush_pending()  # comments kept for the commit count too
         row = await self.db.fetchrow(f"{self._comment} WHERE id = $1", comment_id)
         return Comment.from_row(row) if row else None
 
     async def comment_by_event(self, event_id: str) -> Comment | None:
+        await self.db.flush_pending()  # comments kept for the commit count too
         row = await self.db.fetchrow(f"{self._comment} WHERE matrix_event_id = $1", event_id)
         return Comment.from_row(row) if row else None
 
     async def comments(self, topic_id: int, limit: int, after: int | None) -> list[Comment]:
+        await self.db.flush_pending()  # comments kept for the commit count too
         rows = await self.db.fetch(
             f"""{self._comment} WHERE topic_id = $1 AND ($3::bigint IS NULL OR id > $3)
                 ORDER BY id LIMIT $2""",

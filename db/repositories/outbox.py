@@ -59,19 +59,32 @@ class OutboxRepository:
         payload: str,
         trace_context: dict[str, str] | None = None,
     ) -> None:
-        """Queue an event; joins the caller's transaction when there is one."""
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                f"""INSERT INTO {self.schema}.outbox
+        """Queue an event. Inside a transaction it is written with the transaction's other
+        events in one statement just before the commit; outside one, at once."""
+        row = (event_id, subject, event_type, payload, json.dumps(trace_context or {}))
+        if not self.db.write_later(f"outbox {self.schema}", row, self._write):
+            await self._write([row])
+
+    async def _write(self, rows: list[tuple[uuid.UUID, str, str, str, str]]) -> None:
+        """The rows, in order, and the relay's wake-up (delivered at commit)."""
+        await self.db.execute(
+            f"""WITH queued AS (
+                    INSERT INTO {self.schema}.outbox
                         (event_id, subject, event_type, payload, trace_context)
-                    VALUES ($1, $2, $3, $4, $5::jsonb)""",
-                event_id,
-                subject,
-                event_type,
-                payload,
-                json.dumps(trace_context or {}),
-            )
-            await conn.execute("SELECT pg_notify($1, '')", self.channel)
+                    SELECT r.event_id, r.subject, r.event_type, r.payload, r.trace_context
+                    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+                         WITH ORDINALITY
+                         AS r(event_id, subject, event_type, payload, trace_context, n)
+                    ORDER BY r.n
+                    RETURNING 1)
+                SELECT pg_notify($6, '') WHERE EXISTS (SELECT 1 FROM queued)""",
+            [row[0] for row in rows],
+            [row[1] for row in rows],
+            [row[2] for row in rows],
+            [row[3] for row in rows],
+            [row[4] for row in rows],
+            self.channel,
+        )
 
     async def unpublished(self, limit: int = 100) -> list[OutboxRow]:
         rows = await self.db.fetch(

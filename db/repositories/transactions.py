@@ -110,12 +110,26 @@ class TransactionRepository:
             error,
         )
 
-    async def claim(self, event_id: str) -> bool:
-        """In the handling transaction: lock the row; False when it was settled meanwhile."""
-        status = await self.db.fetchval(
-            f"SELECT status FROM {self.schema}.as_inbox WHERE event_id = $1 FOR UPDATE", event_id
+    async def mark_done(self, event_ids: list[str]) -> None:
+        """Mark events handled, in one statement (a batch's, inside its transaction)."""
+        if event_ids:
+            await self.db.execute(
+                f"""UPDATE {self.schema}.as_inbox SET status = 'done', error = NULL,
+                        handled_at = now()
+                    WHERE event_id = ANY($1::text[])""",
+                event_ids,
+            )
+
+    async def claim_many(self, event_ids: list[str]) -> set[str]:
+        """In the handling transaction: lock the rows; those still to handle (not settled
+        meanwhile by a concurrent retry of the same events)."""
+        rows = await self.db.fetch(
+            f"""SELECT event_id FROM {self.schema}.as_inbox
+                WHERE event_id = ANY($1::text[]) AND status IN ('pending', 'failed')
+                ORDER BY event_id FOR UPDATE""",
+            event_ids,
         )
-        return status in ("pending", "failed")
+        return {row["event_id"] for row in rows}
 
     async def retry_later(self, event_id: str, attempts: int, seconds: float, error: str) -> None:
         await self.db.execute(

@@ -45,7 +45,11 @@ async def test_a_command_is_one_trace_from_transaction_to_reply(
     trace = await eventually(spans, "the transaction, event, database and reply spans exported")
     by_id = {s.span_id: s for s in trace}
     event = next(s for s in trace if s.name == "matrix.event")
-    assert by_id[event.parent_span_id].name == "homeserver.transaction"
+    # The event is handled in the database transaction of its room's batch, within the
+    # homeserver's transaction.
+    parent = by_id[event.parent_span_id]
+    assert parent.name == "db.transaction"
+    assert by_id[parent.parent_span_id].name == "homeserver.transaction"
     reply = next(s for s in trace if s.name == "effect matrix.send")
     assert reply.parent_span_id in by_id  # the delivery continues the trace that queued it
     assert {s.service for s in trace} == {"unityplan-dk"}

@@ -10,6 +10,7 @@ import aiohttp
 
 from appservice.stack.local import LocalStack
 from tests.matrix_user import MatrixUser, body
+from tests.waiting import eventually
 
 TXN_PATH = "/_matrix/app/v1/transactions/"
 
@@ -227,3 +228,60 @@ async def test_bot_answers_after_the_homeserver_restarts(
     assert "dk.localhost" in body(reply)
     other_room = await user.room_with_bot()  # invites are handled too
     assert await user.command(other_room, "!help")
+
+
+async def test_a_failing_event_in_a_batch_fails_alone(stack: LocalStack, user: MatrixUser) -> None:
+    """A room's events arrive in one transaction and are handled in one database transaction;
+    when one of them cannot be stored, it alone is rolled back and retried, the rest are kept."""
+    platform = stack.platform
+    assert platform is not None
+    topic = await platform.forum_service.create_topic(f"Batch {uuid.uuid4().hex[:6]}", user.user_id)
+    assert topic.matrix_room_id
+    room, schema = str(topic.matrix_room_id), platform.forum.schema
+    events = [_command_event(room, user.user_id, f"message {n}") for n in range(5)]
+    events[2]["content"]["body"] = "poison"
+    # PostgreSQL itself refuses that one comment (a trigger), as a full disk or a broken
+    # constraint would.
+    await platform.territory_db.execute(
+        f"""CREATE FUNCTION {schema}.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.body = 'poison' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_poison BEFORE INSERT ON {schema}.forum_comments
+                FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_poison()"""
+    )
+    try:
+        status, _ = await _put(
+            stack, f"t-{uuid.uuid4().hex}", {"events": events}, platform.hs_token
+        )
+        assert status == 503  # one event waits for another attempt: the homeserver retries
+        stored = await platform.territory_db.fetch(
+            f"SELECT matrix_event_id FROM {schema}.forum_comments WHERE topic_id = $1", topic.id
+        )
+        expected = {e["event_id"] for n, e in enumerate(events) if n != 2}
+        assert {r["matrix_event_id"] for r in stored} == expected
+        poisoned = await platform.territory_db.fetchrow(
+            f"SELECT status, attempts, error FROM {schema}.as_inbox WHERE event_id = $1",
+            events[2]["event_id"],
+        )
+        assert poisoned is not None and poisoned["status"] == "failed", poisoned
+        assert poisoned["attempts"] == 1 and "refused by the test" in poisoned["error"]
+    finally:
+        await platform.territory_db.execute(
+            f"DROP TRIGGER refuse_poison ON {schema}.forum_comments; "
+            f"DROP FUNCTION {schema}.refuse_poison()"
+        )
+
+    async def retried() -> bool:
+        count = await platform.territory_db.fetchval(
+            f"SELECT count(*) FROM {schema}.forum_comments WHERE matrix_event_id = $1",
+            events[2]["event_id"],
+        )
+        return bool(count == 1)
+
+    await eventually(retried, "the failed event stored on its retry")
+    total = await platform.territory_db.fetchval(
+        f"SELECT count(*) FROM {schema}.forum_comments WHERE topic_id = $1", topic.id
+    )
+    assert total == 5  # and none twice
