@@ -142,7 +142,14 @@ class Dispatcher:
             async with self.db.transaction():
                 done = [item.event_id for item, event in batch if event is None]  # our echoes
                 to_handle = [(item, event) for item, event in batch if event is not None]
-                claimed = await self.inbox.claim_many([item.event_id for item, _ in to_handle])
+                # With savepoints the rows are locked first, and events settled meanwhile (by a
+                # concurrent retry of the same events) are skipped. Without, that is checked at
+                # the end, where marking them done must find every one still unsettled.
+                claimed = (
+                    await self.inbox.claim_many([item.event_id for item, _ in to_handle])
+                    if savepoints
+                    else {item.event_id for item, _ in to_handle}
+                )
                 for item, event in to_handle:
                     if item.event_id not in claimed:
                         continue  # settled meanwhile (a concurrent retry of the same event)
@@ -152,7 +159,9 @@ class Dispatcher:
                         handled.append(str(item.event.get("type", "?")))
                     else:
                         failed.append((item, event, error))
-                await self.inbox.mark_done(done)
+                marked = await self.inbox.mark_done(done)
+                if not savepoints and marked != len(done):
+                    raise _EventFailed("settled meanwhile")
         except _EventFailed:
             await self._handle_batch(batch, savepoints=True)
             return

@@ -156,12 +156,11 @@ class HomeserverEndpoints:
                     )
             if fresh:
                 await self.dispatcher.dispatch(fresh)
-            waiting = await self.inbox.unsettled(self.homeserver, *key)
+            waiting = await self.inbox.complete_if_settled(self.homeserver, *key)
             if waiting:
                 raise Unavailable(
-                    f"{len(waiting)} events of transaction {txn_id} wait for another attempt"
+                    f"{waiting} events of transaction {txn_id} wait for another attempt"
                 )
-            await self.inbox.complete(self.homeserver, *key)
             done.set_result(None)
             return replay
         except BaseException as exc:
@@ -180,8 +179,7 @@ class HomeserverEndpoints:
             for homeserver, txn_id, digest in {
                 (e.homeserver, e.txn_id, e.txn_digest) for e in pending
             }:
-                if not await self.inbox.unsettled(homeserver, txn_id, digest):
-                    await self.inbox.complete(homeserver, txn_id, digest)
+                await self.inbox.complete_if_settled(homeserver, txn_id, digest)
         return len(pending)
 
     async def get_user(self, request: web.Request) -> web.Response:

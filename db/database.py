@@ -38,6 +38,13 @@ class _PendingRows:
     rows: list[Any] = field(default_factory=list)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What the pool does to a connection it takes back, beyond asyncpg's own rollback of an
+    unfinished transaction: nothing. Our sessions keep no state outside a transaction (no LISTEN,
+    SET or session advisory lock: listeners have connections of their own, settings are local to
+    a transaction), so asyncpg's reset query would be one more round trip per query."""
+
+
 class DatabaseUnavailable(Exception):
     """The database server cannot be reached; the message names it without the password."""
 
@@ -76,6 +83,7 @@ class Database:
                     max_size=self._max_size,
                     command_timeout=60,
                     server_settings={"application_name": f"unityplan-{self.name}"},
+                    reset=_keep_session,
                 )
                 return
             except (

@@ -69,37 +69,51 @@ class TransactionRepository:
         Returns the events to dispatch: those with an event_id not already in the inbox.
         """
         digest = transaction_digest(events)
-        async with self.db.transaction() as conn:
-            inserted = await conn.fetchval(
-                f"""INSERT INTO {self.schema}.as_transactions
+        # One statement, so one round trip and atomic: the transaction and its new events are
+        # recorded together, or (a replay) neither.
+        row = await self.db.fetchrow(
+            f"""WITH txn AS (
+                    INSERT INTO {self.schema}.as_transactions
                         (homeserver, txn_id, digest, event_count)
-                    VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
-                homeserver,
-                txn_id,
-                digest,
-                len(events),
-            )
-            if not inserted:
-                return None
-            rows = await conn.fetch(
-                f"""INSERT INTO {self.schema}.as_inbox
+                    VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true),
+                inbox AS (
+                    INSERT INTO {self.schema}.as_inbox
                         (event_id, homeserver, txn_id, txn_digest, seq, room_id, event)
                     SELECT e.event_id, $1, $2, $3, e.seq, e.room_id, e.event
-                    FROM unnest($4::text[], $5::int[], $6::text[], $7::jsonb[])
+                    FROM unnest($5::text[], $6::int[], $7::text[], $8::jsonb[])
                          AS e(event_id, seq, room_id, event)
+                    WHERE EXISTS (SELECT 1 FROM txn)
                     ORDER BY e.seq
                     ON CONFLICT (event_id) DO NOTHING
-                    RETURNING {_EVENT}""",
-                homeserver,
-                txn_id,
-                digest,
-                [event["event_id"] for event in events],
-                list(range(len(events))),
-                [event.get("room_id") for event in events],
-                [json.dumps(event) for event in events],
+                    RETURNING event_id, seq, room_id, event, attempts)
+                SELECT EXISTS (SELECT 1 FROM txn) AS recorded,
+                       (SELECT coalesce(json_agg(inbox ORDER BY seq), '[]') FROM inbox)::text
+                           AS fresh""",
+            homeserver,
+            txn_id,
+            digest,
+            len(events),
+            [event["event_id"] for event in events],
+            list(range(len(events))),
+            [event.get("room_id") for event in events],
+            [json.dumps(event) for event in events],
+        )
+        assert row is not None
+        if not row["recorded"]:
+            return None
+        return [
+            InboxEvent(
+                event_id=item["event_id"],
+                homeserver=homeserver,
+                txn_id=txn_id,
+                txn_digest=digest,
+                seq=item["seq"],
+                room_id=item["room_id"],
+                event=item["event"],
+                attempts=item["attempts"],
             )
-            fresh = sorted((InboxEvent.from_row(row) for row in rows), key=lambda e: e.seq)
-            return fresh
+            for item in json.loads(row["fresh"])
+        ]
 
     async def mark(self, event_id: str, status: InboxStatus, error: str | None = None) -> None:
         await self.db.execute(
@@ -110,15 +124,18 @@ class TransactionRepository:
             error,
         )
 
-    async def mark_done(self, event_ids: list[str]) -> None:
-        """Mark events handled, in one statement (a batch's, inside its transaction)."""
-        if event_ids:
-            await self.db.execute(
-                f"""UPDATE {self.schema}.as_inbox SET status = 'done', error = NULL,
-                        handled_at = now()
-                    WHERE event_id = ANY($1::text[])""",
-                event_ids,
-            )
+    async def mark_done(self, event_ids: list[str]) -> int:
+        """Mark events handled, in one statement (a batch's, inside its transaction); how many
+        of them were still unsettled."""
+        if not event_ids:
+            return 0
+        status = await self.db.execute(
+            f"""UPDATE {self.schema}.as_inbox SET status = 'done', error = NULL,
+                    handled_at = now()
+                WHERE event_id = ANY($1::text[]) AND status IN ('pending', 'failed')""",
+            event_ids,
+        )
+        return int(status.split()[-1])
 
     async def claim_many(self, event_ids: list[str]) -> set[str]:
         """In the handling transaction: lock the rows; those still to handle (not settled
@@ -154,13 +171,25 @@ class TransactionRepository:
             error[:500],
         )
 
-    async def complete(self, homeserver: str, txn_id: str, digest: str) -> None:
-        await self.db.execute(
-            f"""UPDATE {self.schema}.as_transactions SET completed_at = now()
-                WHERE homeserver = $1 AND txn_id = $2 AND digest = $3 AND completed_at IS NULL""",
-            homeserver,
-            txn_id,
-            digest,
+    async def complete_if_settled(self, homeserver: str, txn_id: str, digest: str) -> int:
+        """Mark the transaction complete when every event of it is done or dead-lettered, in one
+        statement; the number of its events still unsettled (0: it was completed)."""
+        return int(
+            await self.db.fetchval(
+                f"""WITH waiting AS (
+                        SELECT count(*) AS n FROM {self.schema}.as_inbox
+                        WHERE homeserver = $1 AND txn_id = $2 AND txn_digest = $3
+                          AND status IN ('pending', 'failed')),
+                    completed AS (
+                        UPDATE {self.schema}.as_transactions SET completed_at = now()
+                        WHERE homeserver = $1 AND txn_id = $2 AND digest = $3
+                          AND completed_at IS NULL AND (SELECT n FROM waiting) = 0
+                        RETURNING 1)
+                    SELECT n FROM waiting""",
+                homeserver,
+                txn_id,
+                digest,
+            )
         )
 
     async def pending(self) -> list[InboxEvent]:
