@@ -392,7 +392,6 @@ class Platform:
             gates=GateRepository(self.territory_db, code),
             awards=self.awards,
             definitions=self.badge_definitions,
-            courses=self.course_repo,
             badge_checks=self.badge_checks,
             matrix=self.matrix,
             effects=self.effects,

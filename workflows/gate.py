@@ -35,7 +35,6 @@ from core.ratelimit import RateLimiter
 from db.cache import LruCache
 from db.repositories.audit import AuditLog
 from db.repositories.badges import AwardRepository, BadgeDefinitionRepository
-from db.repositories.courses import CourseRepository
 from db.repositories.gates import Gate, GateRepository, Mode
 from db.repositories.territories import TerritoryRepository
 from db.territory import territory_code
@@ -83,7 +82,6 @@ class GateService:
         gates: GateRepository,
         awards: AwardRepository,
         definitions: BadgeDefinitionRepository,
-        courses: CourseRepository,
         badge_checks: BadgeChecker,
         matrix: MatrixConnection,
         effects: Effects,
@@ -106,7 +104,6 @@ class GateService:
         self.gates = gates
         self.awards = awards
         self.definitions = definitions
-        self.courses = courses
         self.badge_checks = badge_checks
         self.matrix = matrix
         self.effects = effects
@@ -158,10 +155,10 @@ class GateService:
         # Another territory's gated room counts for our own members: our homeserver's module
         # refuses those who lack its badges before the host has to (the host keeps everyone
         # else out).
-        found = await self.gates.gate_and_held(room_id, user_id, remote_too=local)
-        if found is None:
+        check = await self.gates.check(room_id, user_id, remote_too=local)
+        if check is None:
             return Decision(allowed=True, gated=False)
-        gate, held = found
+        gate, held = check.gate, check.held
         if self.namespace.is_own_user(user_id):
             return Decision(allowed=True, gated=True)  # the bot and its ghosts enforce, not obey
         if not local:
@@ -169,7 +166,7 @@ class GateService:
         missing = gate.missing(held)
         if not missing:
             return Decision(allowed=True, gated=True)
-        return Decision(False, True, tuple(missing), await self.explain(gate, missing))
+        return Decision(False, True, tuple(missing), self.explain(gate, missing, check.earned_with))
 
     async def _speaks_for(self, territory: str, user_id: str) -> bool:
         """Whether a badge event of ``territory`` is about one of its own members (the signature
@@ -191,13 +188,11 @@ class GateService:
                 log.warning("Cannot check %s for %s: %s", badge, user_id, exc)
         return held
 
-    async def explain(self, gate: Gate, missing: list[str]) -> str:
+    def explain(self, gate: Gate, missing: list[str], earned_with: dict[str, str | None]) -> str:
         names = []
         for badge in missing:
-            courses = await self.courses.awarding(badge)
-            earn = (
-                f" (earn it with {self.prefix}course enroll {courses[0].slug})" if courses else ""
-            )
+            course = earned_with.get(badge)
+            earn = f" (earn it with {self.prefix}course enroll {course})" if course else ""
             names.append(f"{badge}{earn}")
         need = (
             "one of the badges"

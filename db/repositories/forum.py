@@ -242,11 +242,12 @@ class ForumRepository:
     async def comments(self, topic_id: int, limit: int, after: int | None) -> list[Comment]:
         await self.db.flush_pending()  # comments kept for the commit count too
         rows = await self.db.fetch(
-            f"""{self._comment} WHERE topic_id = $1 AND ($3::bigint IS NULL OR id > $3)
-                ORDER BY id LIMIT $2""",
+            # One shape for the first page and the next ones (ids start at 1), so the plan
+            # stays a walk of the (topic_id, id) index at any number of comments.
+            f"""{self._comment} WHERE topic_id = $1 AND id > $3 ORDER BY id LIMIT $2""",
             topic_id,
             limit,
-            after,
+            after or 0,
         )
         return [Comment.from_row(row) for row in rows]
 

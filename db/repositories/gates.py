@@ -39,6 +39,13 @@ class Gate:
         return [badge for badge in self.badges if badge not in held]
 
 
+@dataclass(frozen=True)
+class GateCheck:
+    gate: Gate
+    held: frozenset[str]  # the gate's badges the member holds in this territory
+    earned_with: dict[str, str | None]  # badge -> the slug of a course that awards it
+
+
 _COLUMNS = "room_id, badges, mode, previous_join_rule, set_by"
 
 
@@ -74,17 +81,24 @@ class GateRepository:
         )
         return Gate.from_row(row) if row else None
 
-    async def gate_and_held(
-        self, room_id: str, user_id: str, *, remote_too: bool
-    ) -> tuple[Gate, frozenset[str]] | None:
-        """The room's gate (ours first; another territory's when ``remote_too``) and which of
-        its badges ``user_id`` holds here now, in one indexed query; None when it is not gated."""
+    async def check(self, room_id: str, user_id: str, *, remote_too: bool) -> GateCheck | None:
+        """The room's gate (ours first; another territory's when ``remote_too``), which of its
+        badges ``user_id`` holds here now, and a course that awards each: one indexed query.
+        None when the room is not gated."""
         row = await self.db.fetchrow(
             f"""SELECT g.room_id, g.badges, g.mode, g.previous_join_rule, g.set_by,
                        ARRAY(SELECT a.badge_slug FROM {self.schema}.user_badges a
                              WHERE a.user_id = $2 AND a.badge_slug = ANY(g.badges)
                                AND a.revoked_at IS NULL AND a.expired_at IS NULL
-                               AND (a.expires_at IS NULL OR a.expires_at > now())) AS held
+                               AND (a.expires_at IS NULL OR a.expires_at > now())) AS held,
+                       ARRAY(SELECT coalesce(
+                                 (SELECT c.slug FROM {self.schema}.courses c
+                                  WHERE c.awards = b AND c.version = (
+                                      SELECT max(x.version) FROM {self.schema}.courses x
+                                      WHERE x.slug = c.slug)
+                                  ORDER BY c.slug LIMIT 1), '')
+                             FROM unnest(g.badges) WITH ORDINALITY AS u(b, n)
+                             ORDER BY u.n) AS courses
                 FROM (SELECT room_id, badges, mode, previous_join_rule, set_by, 0 AS rank
                       FROM {self.schema}.gated_rooms WHERE room_id = $1
                       UNION ALL
@@ -95,7 +109,11 @@ class GateRepository:
             user_id,
             remote_too,
         )
-        return (Gate.from_row(row), frozenset(row["held"])) if row else None
+        if row is None:
+            return None
+        gate = Gate.from_row(row)
+        earned_with = {b: c or None for b, c in zip(gate.badges, row["courses"], strict=True)}
+        return GateCheck(gate, frozenset(row["held"]), earned_with)
 
     # --- other territories' gated rooms -----------------------------------------------------
 
