@@ -10,6 +10,7 @@ case a notification was missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -30,7 +31,7 @@ log = logging.getLogger("unityplan.events.relay")
 POLL_SECONDS = 2.0
 PUBLISH_TIMEOUT = 5.0
 MAX_BACKOFF = 15.0
-BATCH = 200
+BATCH = 500
 
 
 class OutboxRelay:
@@ -117,21 +118,30 @@ class OutboxRelay:
             for row in rows
         ]
         acked: list[tuple[int, int]] = []
-        failure: Exception | None = None
+        failure: BaseException | None = None
+        # One deadline for the whole batch's PubAcks (a timer per message costs more than its
+        # publish); then they are taken in order, up to the first that failed or did not come.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await asyncio.wait(pending)
+        now = datetime.now(UTC)
         for row, future in zip(rows, pending, strict=True):
             if failure is not None:
                 future.cancel()
                 continue
-            try:
-                ack = await asyncio.wait_for(future, PUBLISH_TIMEOUT)
-            except Exception as exc:
-                failure = exc
-                await self.outbox.mark_failed(row.seq, f"{type(exc).__name__}: {exc}")
+            if not future.done():
+                future.cancel()
+                failure = TimeoutError(f"no PubAck within {PUBLISH_TIMEOUT:g} s")
+            elif future.exception() is not None:
+                failure = future.exception()
+            if failure is not None:
+                await self.outbox.mark_failed(row.seq, f"{type(failure).__name__}: {failure}")
                 continue
+            ack = future.result()
             acked.append((row.seq, ack.seq))
             if self.on_published is not None:
                 self.on_published(row.event_id)
-            lag = (datetime.now(UTC) - row.created_at).total_seconds()
+            lag = (now - row.created_at).total_seconds()
             self.metrics.publish_lag.observe(max(lag, 0.0))
             if ack.duplicate:
                 self.metrics.duplicates_dropped.inc()
