@@ -14,8 +14,9 @@ dev: system-deps $(VENV)/.dev-installed ipfs-node web-client
 test: system-deps browser-deps $(VENV)/.test-installed ipfs-node web-client
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every benchmark (about 15 minutes): bench-results.json, docs/benchmarks.svg and the goal table.
 bench: system-deps $(VENV)/.test-installed ipfs-node
-	$(BIN)/python -m bench roundtrip
+	$(BIN)/python -m bench all $(BENCH_ARGS)
 
 # Style, types and layers: ruff (lint + format check), mypy, and import-linter's contracts
 # (imports point down: appservice -> commands | bridges -> workflows -> core -> db).

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from . import report
@@ -115,6 +116,41 @@ def _parser() -> argparse.ArgumentParser:
     _common(events, runs=200, warmup=20, timeout=None, unit="")
     events.add_argument("--burst", type=_positive, default=500, help="events in the burst")
     events.add_argument("--json", action="store_true", help="print the result as JSON")
+    backlog = benchmarks.add_parser(
+        "backlog",
+        help="a backlog drained after an outage vs. the same backlog drained by the echo bot",
+    )
+    backlog.add_argument("--messages", type=_positive, default=1000, help="messages queued")
+    backlog.add_argument("--timeout", type=float, default=300.0, help="seconds a drain may take")
+    backlog.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    load = benchmarks.add_parser(
+        "load", help="command round trips while many users talk at once vs. the echo bot"
+    )
+    load.add_argument("--users", type=_positive, default=50, help="users at once (default: 50)")
+    load.add_argument("--seconds", type=float, default=60.0, help="how long they talk")
+    load.add_argument("--pause", type=float, default=1.0, help="longest pause between rounds")
+    load.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    scale = benchmarks.add_parser(
+        "scale",
+        help="100 territories, 1k gated rooms, 100k awards, 1M comments: start-up, gate, "
+        "pages, memory",
+    )
+    scale.add_argument("--decisions", type=_positive, default=2000, help="gate decisions timed")
+    scale.add_argument("--runs", type=_positive, default=30, help="round trips and page loads")
+    scale.add_argument("--soak", type=float, default=120.0, help="seconds of the soak")
+    scale.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    everything = benchmarks.add_parser(
+        "all",
+        help="every benchmark, then one JSON file, a chart and the goal table (make bench)",
+    )
+    everything.add_argument("--quick", action="store_true", help="fewer iterations each")
+    everything.add_argument(
+        "--out", type=Path, default=Path("bench-results.json"), help="the JSON file written"
+    )
+    everything.add_argument(
+        "--chart", type=Path, default=Path("docs/benchmarks.svg"), help="the SVG chart written"
+    )
+    everything.add_argument("-v", "--verbose", action="store_true", help="log INFO lines")
     return parser
 
 
@@ -127,6 +163,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.benchmark == "events":
         return _events(args)
+    if args.benchmark == "backlog":
+        from . import backlog
+
+        backlog_options = backlog.BacklogOptions(messages=args.messages, timeout_s=args.timeout)
+        return _measured(args, lambda: backlog.run(backlog_options))
+    if args.benchmark == "load":
+        from . import load
+
+        load_options = load.LoadOptions(users=args.users, seconds=args.seconds, pause_s=args.pause)
+        return _measured(args, lambda: load.run(load_options))
+    if args.benchmark == "scale":
+        from . import scale
+
+        scale_options = scale.ScaleOptions(
+            decisions=args.decisions, runs=args.runs, soak_s=args.soak
+        )
+        return _measured(args, lambda: scale.run(scale_options))
+    if args.benchmark == "all":
+        from . import everything
+
+        return everything.run(
+            everything.RunOptions(quick=args.quick, out=args.out, chart=args.chart)
+        )
     if args.benchmark == "commands":
         return _commands(args)
     if args.benchmark == "gate":

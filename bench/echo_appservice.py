@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -74,6 +75,8 @@ class EchoAppservice:
         self._tasks = BackgroundTasks()
         self._seen_txns: set[str] = set()
         self._txn_ids = count()
+        self.messages: Counter[str] = Counter()  # m.room.message events received, per room
+        self.transactions = 0  # transactions received (replays included)
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -112,10 +115,13 @@ class EchoAppservice:
         if not self._authorized(request):
             return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
         txn_id = request.match_info["txn_id"]
+        self.transactions += 1
         if txn_id not in self._seen_txns:
             self._seen_txns.add(txn_id)
             body = await request.json()
             for event in body.get("events", []):
+                if event.get("type") == "m.room.message":
+                    self.messages[str(event.get("room_id"))] += 1
                 self._tasks.start(self._handle(event), name=f"echo event {event.get('event_id')}")
         return web.json_response({})
 

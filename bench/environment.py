@@ -39,10 +39,16 @@ class Environment:
     carol: SyncedUser
     carol_plain_room: str
     carol_encrypted_room: str
+    echo: EchoAppservice
 
 
 @asynccontextmanager
-async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
+async def running_environment(
+    data_dir: Path, *, max_file_mb: int | None = None, appservice_process: bool = False
+) -> AsyncIterator[Environment]:
+    """The stack and its users; ``max_file_mb`` raises the homeserver's and the territory's file
+    size limits (the media benchmark sends 100 MB files); ``appservice_process`` runs the
+    appservice as its own process (as in production), so its memory is its own."""
     async with AsyncExitStack() as cleanup:
         echo_registration_path = data_dir / "echo" / "registration.yaml"
         stack = LocalStack(
@@ -57,8 +63,11 @@ async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
                         "topics_per_hour": 0,
                         "knocks_per_hour": 0,
                         "remote_server_per_hour": 0,
-                    }
+                    },
+                    **({"media": {"max_bytes": max_file_mb * 2**20}} if max_file_mb else {}),
                 },
+                max_upload_size=f"{max_file_mb}M" if max_file_mb else "50M",
+                appservice_process=appservice_process,
             )
         )
         echo = await _start_echo(stack, echo_registration_path)
@@ -85,6 +94,7 @@ async def running_environment(data_dir: Path) -> AsyncIterator[Environment]:
             carol=carol,
             carol_plain_room=await room_with(carol, bot_user_id),
             carol_encrypted_room=await room_with(carol, bot_user_id, encrypted=True),
+            echo=echo,
         )
 
 

@@ -3,7 +3,7 @@
 Interleaved, N times:
 - knock:  bob (holds the badge) knocks on the gated room; time until his sync shows the bot's invite
           (then he declines it, to knock again next time);
-- kick:   carol (lacks the badge; a server admin, so Synapse's module lets her through) joins after
+- kick:   carol (@gatecrasher; lacks the badge; a server admin, so Synapse's module lets her through) joins after
           alice's invite; time from her join until her sync shows the bot's kick;
 - plain:  alice sends a message, bob sees it via sync.
 Then the in-process decision time: N fresh decisions (database) and N cached ones.
@@ -94,7 +94,7 @@ async def _setup(env: Environment) -> tuple[str, SyncedUser]:
 
     await platform.gate.require(RoomID(room), (BADGE,), "all", actor=env.alice.user_id)
     password = secrets.token_urlsafe(12)
-    carol_id = await stack.synapse.register_user("carol", password, admin=True)
+    carol_id = await stack.synapse.register_user("gatecrasher", password, admin=True)
     carol = SyncedUser(stack.synapse.url, carol_id)
     await carol.login(password)
     await carol.start_syncing()

@@ -26,6 +26,7 @@ class Summary:
     mean: float
     min: float
     max: float
+    p99: float = 0.0
 
     @classmethod
     def of(cls, samples: Sequence[float]) -> Summary | None:
@@ -38,6 +39,7 @@ class Summary:
             mean=fmean(samples),
             min=min(samples),
             max=max(samples),
+            p99=percentile(samples, 0.99),
         )
 
     def as_dict(self) -> dict[str, float]:
