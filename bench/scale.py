@@ -3,11 +3,12 @@
 The stack's PostgreSQL gets, in bulk (``INSERT … SELECT generate_series``):
 - 99 more territory schemas (built by the territory migrations) and their registry rows: 100 in all;
 - in the first territory: 50 badges, 1,000 gated rooms (each requiring one to three of them),
-  100,000 current awards (20,000 members, 5 badges each), 10,000 topics with 1,000,000 comments.
+  100,000 current awards (20,000 members, 5 badges each), 10,000 topics with 1,000,000 comments,
+  and one long topic of 100,000 comments more (its first page and one near its end are timed).
 
 Then it measures:
-- start-up: the appservice stopped and started again on that database (``Platform.start()`` until
-  it listens and the homeserver answered its ping), against the same start on the empty database;
+- start-up: the appservice stopped and started as its own process on that database (`unityplan
+  run` until ``/ready`` answers), against the same start on the empty database;
 - gate decisions in process: fresh (the database, one query) and cached, p50/p99 over random
   (member, gated room) pairs;
 - ``!badge list`` round trip for a member with 5 badges among the 100,000 awards, against ``!help``;
@@ -18,8 +19,11 @@ Then it measures:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import secrets
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -47,6 +51,7 @@ MEMBERS = 20_000
 BADGES_EACH = 5  # 100,000 awards
 TOPICS = 10_000
 COMMENTS = 1_000_000
+LONG_TOPIC = 100_000  # comments of one more topic, for a deep page
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ class ScaleResult:
         lines.append(f"!badge list round trip (ms): {self._percentiles(self.badge_list_ms)}")
         lines.append(f"!help round trip       (ms): {self._percentiles(self.help_ms)}")
         for page, samples in self.pages_ms.items():
-            lines.append(f"API {page:<28} (ms): {self._percentiles(samples)}")
+            lines.append(f"API {page:<30} (ms): {self._percentiles(samples)}")
         if self.rss_mb:
             values = [mb for _, mb in self.rss_mb]
             lines.append(
@@ -148,6 +153,7 @@ def _platform(env: Environment) -> Platform:
 async def _generate(env: Environment, admin_dsn: str) -> None:
     """Everything in bulk, as the admin of the stack's PostgreSQL."""
     schema = territory_schema(env.stack.first.code)
+    server = env.stack.server_name  # the members are the territory's own
     conn = await asyncpg.connect(admin_dsn)
     try:
         for n in range(1, TERRITORIES):
@@ -182,23 +188,35 @@ async def _generate(env: Environment, admin_dsn: str) -> None:
         )
         await conn.execute(
             f"""INSERT INTO {schema}.user_badges (user_id, badge_slug, awarded_by, source)
-                SELECT '@member' || m || ':bench', 'scale-' || (1 + (m + k * 11) % {BADGES}),
+                SELECT '@member' || m || ':{server}', 'scale-' || (1 + (m + k * 11) % {BADGES}),
                        'bench', 'bench'
                 FROM generate_series(1, {MEMBERS}) AS m, generate_series(0, {BADGES_EACH - 1}) AS k"""
         )
         await conn.execute(
             f"""INSERT INTO {schema}.forum_topics (category_id, slug, title, created_by)
                 SELECT (SELECT min(id) FROM {schema}.forum_categories), 'scale-' || n,
-                       'Scale topic ' || n, '@member' || (n % {MEMBERS} + 1) || ':bench'
+                       'Scale topic ' || n, '@member' || (n % {MEMBERS} + 1) || ':{server}'
                 FROM generate_series(1, {TOPICS}) AS n"""
         )
         await conn.execute(
             f"""INSERT INTO {schema}.forum_comments (topic_id, author, body, source)
-                SELECT t.id, '@member' || (c % {MEMBERS} + 1) || ':bench',
+                SELECT t.id, '@member' || (c % {MEMBERS} + 1) || ':{server}',
                        'Scale comment ' || c, 'api'
                 FROM (SELECT id, row_number() OVER (ORDER BY id) AS r
                       FROM {schema}.forum_topics WHERE slug LIKE 'scale-%') AS t,
                      generate_series(1, {COMMENTS // TOPICS}) AS c"""
+        )
+        # One long topic, for a deep page: 100,000 comments more.
+        await conn.execute(
+            f"""INSERT INTO {schema}.forum_topics (category_id, slug, title, created_by)
+                SELECT min(id), 'scale-long', 'A long topic', '@member1:{server}'
+                FROM {schema}.forum_categories"""
+        )
+        await conn.execute(
+            f"""INSERT INTO {schema}.forum_comments (topic_id, author, body, source)
+                SELECT t.id, '@member' || (c % {MEMBERS} + 1) || ':{server}', 'Long ' || c, 'api'
+                FROM {schema}.forum_topics t, generate_series(1, {LONG_TOPIC}) AS c
+                WHERE t.slug = 'scale-long'"""
         )
         await conn.execute(f"ANALYZE {schema}.user_badges, {schema}.gated_rooms")
         await conn.execute(f"ANALYZE {schema}.forum_topics, {schema}.forum_comments")
@@ -207,23 +225,56 @@ async def _generate(env: Environment, admin_dsn: str) -> None:
 
 
 async def _restart(env: Environment) -> float:
-    """Stop the appservice and start it again; seconds until it listens and was pinged."""
+    """Stop the appservice and start it as its own process (`unityplan run`, as production does:
+    imports, migrations check, connections, encryption, homeserver ping) until ``/ready``
+    answers; seconds taken. Then it runs in this process again, for the measurements."""
     node = env.stack.first
     assert node.platform is not None and node.config is not None
     await node.platform.stop()
     node.platform = None
+    ready_url = node.config.appservice.address.rstrip("/") + "/ready"
     started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appservice",
+        "-c",
+        str(node.config_path),
+        "run",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if process.returncode is not None:
+                    raise RuntimeError(f"the appservice exited with {process.returncode}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(ready_url) as resp:
+                        if resp.status == 200:
+                            break
+                if time.perf_counter() - started > 120:
+                    raise RuntimeError("the appservice was not ready within 120 s")
+                await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
     node.platform = Platform(node.config)
     await node.platform.start()
     await node.wait_platform_connected()
-    return time.perf_counter() - started
+    return elapsed
 
 
 async def _decisions(env: Environment, result: ScaleResult, count: int) -> None:
     gate = _platform(env).gate
     rng = random.Random(7)
     pairs = [
-        (f"@member{rng.randint(1, MEMBERS)}:bench", f"!scale-{rng.randint(1, GATED_ROOMS)}:bench")
+        (
+            f"@member{rng.randint(1, MEMBERS)}:{env.stack.server_name}",
+            f"!scale-{rng.randint(1, GATED_ROOMS)}:bench",
+        )
         for _ in range(count)
     ]
     db = _platform(env).territory_db
@@ -269,18 +320,21 @@ async def _pages(
     platform = _platform(env)
     schema = territory_schema(env.stack.first.code)
     topic_id = await platform.territory_db.fetchval(
-        f"SELECT min(id) FROM {schema}.forum_topics WHERE slug LIKE 'scale-%'"
+        f"SELECT id FROM {schema}.forum_topics WHERE slug = 'scale-long'"
     )
-    last = await platform.territory_db.fetchval(
-        f"SELECT max(id) FROM {schema}.forum_comments WHERE topic_id = $1", topic_id
+    # A page at the end of the long topic: after the 101st comment from its end.
+    deep = await platform.territory_db.fetchval(
+        f"""SELECT id FROM {schema}.forum_comments WHERE topic_id = $1
+            ORDER BY id DESC OFFSET 100 LIMIT 1""",
+        topic_id,
     )
     base = platform.config.public_url.rstrip("/")
     headers = {"Authorization": f"Bearer {env.alice.client.access_token}"}
     pages = {
         "topics, first page": "/api/forums/topics?limit=50",
         "comments, first page": f"/api/forums/topics/{topic_id}/comments?limit=50",
-        "comments, deepest page": (
-            f"/api/forums/topics/{topic_id}/comments?after={int(last) - 50}&limit=50"
+        "comments, page 1,999 of 2,000": (
+            f"/api/forums/topics/{topic_id}/comments?after={int(deep or 0)}&limit=50"
         ),
     }
     for name, path in pages.items():

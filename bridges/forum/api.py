@@ -169,6 +169,7 @@ class ForumApi:
         votes = await self.forum.vote_counts([c.id for c in comments])
         files = await self.media.uploads_of_comments([c.id for c in comments])
         homes = await self.territories.codes_of_servers({server_of(c.author) for c in comments})
+        revisions = await self.forum.revisions([c.id for c in comments])
         result = []
         for c in comments:
             deleted = c.deleted_at is not None
@@ -182,7 +183,7 @@ class ForumApi:
                         "body_html": r.body_html,
                         "created_at": r.created_at.isoformat(),
                     }
-                    for r in await self.forum.revisions(c.id)
+                    for r in revisions.get(c.id, [])
                 ]
             )
             up, down = votes.get(c.id, (0, 0))

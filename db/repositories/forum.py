@@ -294,14 +294,20 @@ class ForumRepository:
             )
             return True
 
-    async def revisions(self, comment_id: int) -> list[Revision]:
+    async def revisions(self, comment_ids: list[int]) -> dict[int, list[Revision]]:
+        """The revisions of many comments in one query, each comment's in order."""
         rows = await self.db.fetch(
-            f"""SELECT revision, body, body_html, created_at
-                FROM {self.schema}.forum_comment_revisions WHERE comment_id = $1
-                ORDER BY revision""",
-            comment_id,
+            f"""SELECT comment_id, revision, body, body_html, created_at
+                FROM {self.schema}.forum_comment_revisions
+                WHERE comment_id = ANY($1::bigint[]) ORDER BY comment_id, revision""",
+            comment_ids,
         )
-        return [Revision(r["revision"], r["body"], r["body_html"], r["created_at"]) for r in rows]
+        found: dict[int, list[Revision]] = {}
+        for r in rows:
+            found.setdefault(r["comment_id"], []).append(
+                Revision(r["revision"], r["body"], r["body_html"], r["created_at"])
+            )
+        return found
 
     async def soft_delete(self, comment_id: int) -> bool:
         return bool(
