@@ -57,19 +57,28 @@ class EffectRepository:
 
     async def add(
         self, *, txn_id: str, room_key: str, kind: str, payload: dict[str, Any], cause: str | None
-    ) -> bool:
-        """Queue an effect (in the caller's transaction); False when that txn_id is queued already."""
-        inserted = await self.db.fetchval(
+    ) -> None:
+        """Queue an effect. Inside a transaction it is written with the transaction's other
+        effects in one statement just before the commit; outside one, at once. A txn_id queued
+        already is kept as it was."""
+        row = (txn_id, room_key, kind, json.dumps(payload), cause)
+        if not self.db.write_later(f"effects {self.schema}", row, self._write):
+            await self._write([row])
+
+    async def _write(self, rows: list[tuple[str, str, str, str, str | None]]) -> None:
+        await self.db.execute(
             f"""INSERT INTO {self.schema}.effects (txn_id, room_key, kind, payload, cause)
-                VALUES ($1, $2, $3, $4::jsonb, $5)
-                ON CONFLICT (txn_id) DO NOTHING RETURNING true""",
-            txn_id,
-            room_key,
-            kind,
-            json.dumps(payload),
-            cause,
+                SELECT r.txn_id, r.room_key, r.kind, r.payload, r.cause
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[])
+                     WITH ORDINALITY AS r(txn_id, room_key, kind, payload, cause, n)
+                ORDER BY r.n
+                ON CONFLICT (txn_id) DO NOTHING""",
+            [row[0] for row in rows],
+            [row[1] for row in rows],
+            [row[2] for row in rows],
+            [row[3] for row in rows],
+            [row[4] for row in rows],
         )
-        return bool(inserted)
 
     async def due_rooms(self, limit: int) -> list[str]:
         """Rooms whose oldest pending effect is due now (a room waits behind its own head)."""
