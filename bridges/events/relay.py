@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
+from nats.js import JetStreamContext
 
 from core.background import wait_until_set
 from db.database import Database
@@ -55,6 +56,15 @@ class OutboxRelay:
         self._listener: asyncpg.Connection | None = None
         # Called with each event id right after its PubAck (benchmarks measure commit -> PubAck).
         self.on_published: Callable[[uuid.UUID], None] | None = None
+        # One JetStream context per NATS connection: each context subscribes an inbox of its own
+        # for the PubAcks of publish_async, so a new one per batch would pile up subscriptions.
+        self._js: tuple[object, JetStreamContext] | None = None
+
+    def _jetstream(self) -> JetStreamContext:
+        client = self.nats.client
+        if self._js is None or self._js[0] is not client:
+            self._js = (client, client.jetstream())
+        return self._js[1]
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -100,7 +110,7 @@ class OutboxRelay:
         if not rows:
             self.metrics.outbox_backlog.set(0)
             return True
-        js = self.nats.client.jetstream()
+        js = self._jetstream()
         # The whole batch goes out at once (one connection keeps the order); then the PubAcks are
         # collected in order. Rows are marked only once acknowledged.
         pending = [
