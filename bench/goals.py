@@ -31,9 +31,11 @@ class Figure:
     @property
     def share_of_goal(self) -> float | None:
         """How far from the goal, as a factor where 1 is the goal and below 1 meets it."""
-        if self.value is None or not self.value or not self.goal:
+        if self.value is None or not self.goal:
             return None
-        return self.value / self.goal if self.better == "lower" else self.goal / self.value
+        if self.better == "lower":
+            return self.value / self.goal
+        return self.goal / self.value if self.value > 0 else 99.0
 
     @property
     def goal_text(self) -> str:
@@ -147,6 +149,11 @@ def figures(results: dict[str, Any]) -> list[Figure]:
         )
     )
     return found
+
+
+def from_json(rows: list[dict[str, Any]]) -> list[Figure]:
+    """The figures as ``as_json`` wrote them (to draw the chart of an earlier run again)."""
+    return [Figure(r["name"], r["value"], r["unit"], r["goal"], r["better"]) for r in rows]
 
 
 def as_markdown(found: list[Figure]) -> str:
