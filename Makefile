@@ -14,7 +14,7 @@ dev: system-deps $(VENV)/.dev-installed ipfs-node web-client
 test: system-deps browser-deps $(VENV)/.test-installed ipfs-node web-client
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Every benchmark (about 15 minutes): bench-results.json, docs/benchmarks.svg and the goal table.
+# Every benchmark (about 8 minutes on 2 cores): bench-results.json, docs/benchmarks.svg and the goal table.
 bench: system-deps $(VENV)/.test-installed ipfs-node
 	$(BIN)/python -m bench all $(BENCH_ARGS)
 
