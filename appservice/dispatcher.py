@@ -13,6 +13,7 @@ reference number). The other events go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import OrderedDict
@@ -37,7 +38,12 @@ log = logging.getLogger("unityplan.dispatcher")
 
 
 class _EventFailed(Exception):
-    """An event's handlers raised in a batch run without savepoints: run it again with them."""
+    """A batch run without savepoints cannot commit as it is: an event's handlers raised
+    (``error``), or an event was settled meanwhile by a concurrent retry (``error`` is None)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        super().__init__(str(error) if error else "settled meanwhile")
+        self.error = error
 
 
 class EventHandler(Protocol):
@@ -131,11 +137,10 @@ class Dispatcher:
         First without savepoints (one commit, nothing more, for a batch that goes well). When an
         event's handlers raise, that attempt is rolled back whole and the batch runs again with a
         savepoint per event: the failing event is rolled back alone and retried (or given up)
-        after the commit, the others commit together. Should the batch itself fail (the commit,
-        or a lost connection), each event is handled again alone.
+        after the commit, the others commit together. A batch of one needs no second run: its
+        rollback already isolates it. Should the batch itself fail (the commit, or a lost
+        connection), each event is handled again alone.
         """
-        if len(batch) == 1:
-            savepoints = True  # its own transaction: the failure is recorded like any other
         failed: list[tuple[InboxEvent, Event, Exception]] = []
         handled: list[str] = []
         try:
@@ -161,9 +166,13 @@ class Dispatcher:
                         failed.append((item, event, error))
                 marked = await self.inbox.mark_done(done)
                 if not savepoints and marked != len(done):
-                    raise _EventFailed("settled meanwhile")
-        except _EventFailed:
-            await self._handle_batch(batch, savepoints=True)
+                    raise _EventFailed(None)
+        except _EventFailed as failure:
+            only, only_event = batch[0]
+            if len(batch) == 1 and failure.error is not None and only_event is not None:
+                await self._failed(only, only_event, failure.error)
+            else:
+                await self._handle_batch(batch, savepoints=True)
             return
         except Exception as exc:
             if len(batch) == 1:
@@ -196,18 +205,13 @@ class Dispatcher:
             ),
             caused_by(f"event:{item.event_id}"),
         ):
-            if not savepoint:
-                try:
-                    for handler in self.handlers:
-                        await handler.handle(event)
-                except Exception as exc:
-                    raise _EventFailed(item.event_id) from exc
-                return None
             try:
-                async with self.db.transaction():
+                async with self.db.transaction() if savepoint else contextlib.nullcontext():
                     for handler in self.handlers:
                         await handler.handle(event)
             except Exception as exc:
+                if not savepoint:
+                    raise _EventFailed(exc) from exc
                 return exc
         return None
 

@@ -30,6 +30,10 @@ def _positive(text: str) -> int:
     return value
 
 
+def _verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+
+
 def _common(
     parser: argparse.ArgumentParser, *, runs: int, warmup: int, timeout: float | None, unit: str
 ) -> None:
@@ -50,7 +54,7 @@ def _common(
             default=timeout,
             help=f"seconds one {unit} may take before the run fails (default: {timeout:g})",
         )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    _verbose(parser)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,14 +133,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     backlog.add_argument("--messages", type=_positive, default=1000, help="messages queued")
     backlog.add_argument("--timeout", type=float, default=300.0, help="seconds a drain may take")
-    backlog.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    _verbose(backlog)
     load = benchmarks.add_parser(
         "load", help="command round trips while many users talk at once vs. the echo bot"
     )
     load.add_argument("--users", type=_positive, default=50, help="users at once (default: 50)")
     load.add_argument("--seconds", type=float, default=60.0, help="how long they talk")
     load.add_argument("--pause", type=float, default=1.0, help="longest pause between rounds")
-    load.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    _verbose(load)
     scale = benchmarks.add_parser(
         "scale",
         help="100 territories, 1k gated rooms, 100k awards, 1M comments: start-up, gate, "
@@ -145,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--decisions", type=_positive, default=2000, help="gate decisions timed")
     scale.add_argument("--runs", type=_positive, default=30, help="round trips and page loads")
     scale.add_argument("--soak", type=float, default=120.0, help="seconds of the soak")
-    scale.add_argument("-v", "--verbose", action="store_true", help="log the stack's INFO lines")
+    _verbose(scale)
     everything = benchmarks.add_parser(
         "all",
         help="every benchmark, then one JSON file, a chart and the goal table (make bench)",
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
         stored = json.loads(args.results.read_text())
         found = goals.from_json(stored["goals"])
-        title = f"UnityPlan benchmarks, {stored['run_at'][:10]}, {stored['machine']['cpus']} CPUs"
+        title = chart.title(stored["run_at"], stored["machine"]["cpus"])
         args.chart.write_text(chart.svg(found, title))
         print(goals.as_markdown(found))
         return 0

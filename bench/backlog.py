@@ -22,8 +22,7 @@ from pathlib import Path
 
 import aiohttp
 from nio import RoomSendResponse
-
-from appservice.app import Platform
+from prometheus_client import Counter, Histogram
 
 from .environment import Environment, running_environment
 from .forum import _comment_count, _setup
@@ -116,40 +115,35 @@ async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float, 
     return time.perf_counter()
 
 
+def _total(metric: Counter | Histogram, suffix: str) -> float:
+    """A Prometheus metric's samples ending in ``suffix`` (``_total``, ``_sum``) over its labels."""
+    return sum(
+        sample.value
+        for family in metric.collect()
+        for sample in family.samples
+        if sample.name.endswith(suffix)
+    )
+
+
 async def _ours(
     env: Environment, session: aiohttp.ClientSession, options: BacklogOptions, result: BacklogResult
 ) -> float:
     topic = await _setup(env, session)
-    node = env.stack.first
-    assert node.platform is not None and node.config is not None
-    before = await _comment_count(node.platform, topic.topic_id)
-    await node.platform.stop()
-    node.platform = None
+    assert env.stack.platform is not None
+    before = await _comment_count(env.stack.platform, topic.topic_id)
+    await env.stack.stop_platform()
     progress(f"ours: the appservice is stopped; sending {options.messages} messages...")
     await _send_many(env.alice, topic.room_id, options.messages)
     started = time.perf_counter()
-    platform = node.platform = Platform(node.config)
-    await platform.start()
+    platform = await env.stack.start_platform()
     result.ours_start_s = time.perf_counter() - started
 
     async def drained() -> bool:
         return await _comment_count(platform, topic.topic_id) - before >= options.messages
 
     done = await _wait_for(drained, options.timeout_s, "ours: all comments") - started
-    result.ours_transactions = int(
-        sum(
-            sample.value
-            for metric in platform.metrics.transactions.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total")
-        )
-    )
-    result.ours_handling_s = sum(
-        sample.value
-        for metric in platform.metrics.transaction_seconds.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_sum")
-    )
+    result.ours_transactions = int(_total(platform.metrics.transactions, "_total"))
+    result.ours_handling_s = _total(platform.metrics.transaction_seconds, "_sum")
     return done
 
 

@@ -15,6 +15,11 @@ BAR_SPACE = 420
 MAX_SHARE = 2.0  # bars longer than twice the goal are cut (and say so)
 
 
+def title(run_at: str, cpus: object) -> str:
+    """The chart's title for a run (``run_at`` in ISO format)."""
+    return f"UnityPlan benchmarks, {run_at[:10]}, {cpus} CPUs"
+
+
 def svg(figures: list[Figure], title: str) -> str:
     height = 60 + ROW * len(figures) + 30
     scale = BAR_SPACE / MAX_SHARE

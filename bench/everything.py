@@ -120,9 +120,8 @@ def run(options: RunOptions) -> int:
     report["goals"] = [figure.as_json() for figure in found]
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    title = f"UnityPlan benchmarks, {report['run_at'][:10]}, {os.cpu_count()} CPUs"
     options.chart.parent.mkdir(parents=True, exist_ok=True)
-    options.chart.write_text(chart.svg(found, title))
+    options.chart.write_text(chart.svg(found, chart.title(report["run_at"], os.cpu_count())))
     print(goals.as_markdown(found))
     print(f"\nWrote {options.out} and {options.chart}", file=sys.stderr)
     if failed:

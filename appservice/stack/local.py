@@ -446,11 +446,21 @@ class LocalStack:
     async def restart_platform(self) -> Platform:
         """Stop the first territory's appservice and start a new one on the same config (as
         after a crash)."""
+        await self.stop_platform()
+        return await self.start_platform()
+
+    async def stop_platform(self) -> None:
+        """Stop the first territory's in-process appservice (the homeserver queues its events)."""
         node = self.first
-        assert node.config is not None
         if node.platform is not None:
             await node.platform.stop()
             node.platform = None
+
+    async def start_platform(self) -> Platform:
+        """Start the first territory's appservice in this process again, until it has pinged
+        the homeserver (which then sends what it queued)."""
+        node = self.first
+        assert node.config is not None and node.platform is None
         node.platform = Platform(node.config)
         await node.platform.start()
         await node.wait_platform_connected()
